@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Create .venv and install the pinned stack (CPU torch here; see README for GPU and Ascend).
+# Safe to run again: it only reinstalls when requirements.txt or pyproject.toml changed.
+#   PYTHON=python3.11 VENV=.venv TORCH_SPEC="torch==2.13.0" bash tools/install.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+want=$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)
+stamp="$VENV/.installed"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "[install] torch ($TORCH_SPEC) ..."
+  # torch first and on its own, so that no later package can pull a different (CUDA) build.
+  "$VENV/bin/pip" install -q --disable-pip-version-check $TORCH_SPEC
+  echo "[install] requirements.txt ..."
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+  echo "$want" > "$stamp"
+fi
+
+# espeak-ng synthesises the demo recipe's speech (recipes/demo); optional for everything else.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[install] espeak-ng (demo speech) ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
+      || echo "[install] warning: could not install espeak-ng; the demo recipe needs it"
+  else
+    echo "[install] note: install espeak-ng (e.g. sudo apt-get install espeak-ng) to run the demo recipe"
+  fi
+fi
+"$VENV/bin/python" -c "import torch, transformers; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__)"
