@@ -1,0 +1,336 @@
+"""The training loop: epochs of micro-batches -> engine updates, logging, cv, checkpoints.
+
+The loop is engine-agnostic (see engines.py). Ranks stay in lock-step: before
+each micro-batch every rank says whether it still has data, and the epoch ends
+for all as soon as one runs dry, so no rank waits forever in a collective and
+no rank repeats data (the dataset splits its lists across ranks x workers).
+
+Progress is counted in optimizer updates (`step`). A checkpoint records step,
+epoch and `batch_idx` (micro-batches this rank consumed in the epoch): resume
+replays the epoch's seeded data order and drops that many batches, so training
+continues from the exact data position.
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import sys
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.distributed as dist
+
+from osum_echat.train import checkpointing as ckpt_io
+from osum_echat.train.engines import rank, world_size
+from osum_echat.utils import get_logger
+
+logger = get_logger(__name__)
+
+
+class TooManyNaNs(RuntimeError):
+    """Loss stayed NaN/Inf for too many micro-batches in a row."""
+
+
+@dataclass
+class TrainState:
+    step: int = 0          # optimizer updates done
+    epoch: int = 0         # epoch in progress
+    batch_idx: int = 0     # micro-batches of this epoch consumed (per rank)
+    nan_batches: int = 0   # micro-batches whose loss was not finite (whole run)
+    skipped_updates: int = 0
+
+
+def all_ranks(flag: bool, op=None) -> bool:
+    """True if `flag` holds on every rank (logical AND across the job)."""
+    if world_size() == 1:
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
+    dist.all_reduce(t, op=op or dist.ReduceOp.MIN)
+    return bool(t.item())
+
+
+def sum_across_ranks(values: list[float]) -> list[float]:
+    if world_size() == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+class Meter:
+    """Token-weighted loss and accuracy per output_type, plus throughput counters."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.sums = defaultdict(lambda: [0.0, 0.0, 0.0])  # loss*n, acc*n, n
+        self.samples = 0
+        self.start = time.monotonic()
+
+    def add(self, out: dict, num_samples: int):
+        n = float(out.get("num_tokens", 1))
+        loss = float(out["loss"].detach())
+        if not math.isfinite(loss):
+            return
+        acc = out.get("acc")
+        acc = float(acc) if acc is not None else 0.0
+        s = self.sums[out.get("output_type", "all")]
+        s[0] += loss * n
+        s[1] += acc * n
+        s[2] += n
+        self.samples += num_samples
+
+    def summary(self, reduce: bool = True) -> dict:
+        """{'loss', 'acc', 'loss/<type>', 'acc/<type>', 'tokens_per_s', 'samples_per_s'}."""
+        kinds = sorted(self.sums)
+        if reduce and world_size() > 1:
+            # every rank must contribute the same kinds, in the same order
+            kinds = gather_kinds(kinds)
+        flat = [v for k in kinds for v in (self.sums[k] if k in self.sums else [0.0, 0.0, 0.0])]
+        flat = sum_across_ranks(flat + [float(self.samples)]) if reduce else flat + [float(self.samples)]
+        out, total = {}, [0.0, 0.0, 0.0]
+        for i, k in enumerate(kinds):
+            loss_n, acc_n, n = flat[3 * i:3 * i + 3]
+            if n > 0:
+                out[f"loss/{k}"], out[f"acc/{k}"] = loss_n / n, acc_n / n
+                total = [total[0] + loss_n, total[1] + acc_n, total[2] + n]
+        if total[2] > 0:
+            out["loss"], out["acc"] = total[0] / total[2], total[1] / total[2]
+        elapsed = max(time.monotonic() - self.start, 1e-9)
+        out["tokens_per_s"] = total[2] / elapsed
+        out["samples_per_s"] = flat[-1] / elapsed
+        return out
+
+
+def gather_kinds(kinds: list[str]) -> list[str]:
+    gathered = [None] * world_size()
+    dist.all_gather_object(gathered, kinds)
+    return sorted({k for ks in gathered for k in ks})
+
+
+def format_metrics(m: dict) -> str:
+    parts = [f"loss {m['loss']:.4f}" if "loss" in m else "loss n/a"]
+    for key in sorted(k for k in m if k.startswith("loss/")):
+        kind = key.split("/", 1)[1]
+        parts.append(f"[{kind}] loss {m[key]:.4f} acc {m['acc/' + kind]:.3f}")
+    return " ".join(parts)
+
+
+class Trainer:
+    def __init__(self, engine, train_dataset, train_loader, cv_loader, config: dict,
+                 model_dir: str, writer=None, save_states: bool = True):
+        self.engine = engine
+        self.train_dataset = train_dataset
+        self.train_loader = train_loader
+        self.cv_loader = cv_loader
+        self.config = config
+        self.model_dir = model_dir
+        self.writer = writer
+        self.save_states = save_states
+        train_conf = config.get("train_conf", {}) or {}
+        self.log_interval = max(1, int(config.get("log_interval", 10)))
+        self.save_interval = int(config.get("save_interval", 0) or 0)
+        self.max_epoch = int(config.get("max_epoch", 1))
+        self.max_steps = int(config.get("max_steps", 0) or 0)
+        self.keep = int(config.get("keep_checkpoint_max", 5))
+        self.max_nan = int(train_conf.get("max_consecutive_nan", 20))
+        self.state = TrainState()
+        self._consecutive_nan = 0
+
+    # -- resume ------------------------------------------------------------
+    def resume(self) -> bool:
+        """Continue from the newest complete checkpoint in model_dir, if there is one."""
+        if rank() == 0:
+            ckpt_io.clean_debris(self.model_dir)
+        ckpt = ckpt_io.latest_checkpoint(self.model_dir)
+        if ckpt is None:
+            return False
+        full = self.engine.load(ckpt)
+        info = ckpt["info"]
+        self.state = TrainState(step=int(info["step"]), epoch=int(info.get("epoch", 0)),
+                                batch_idx=int(info.get("batch_idx", 0)),
+                                nan_batches=int(info.get("nan_batches", 0)),
+                                skipped_updates=int(info.get("skipped_updates", 0)))
+        if not full:
+            logger.warning("%s has no optimizer state (save_states=model_only): optimizer restarts, "
+                           "lr schedule jumps to step %d", ckpt["tag"], self.state.step)
+            if hasattr(self.engine.scheduler, "set_step"):
+                self.engine.scheduler.set_step(self.state.step)
+        if int(info.get("world_size", world_size())) != world_size():
+            logger.warning("%s was written by %s processes, now %d: the data position is "
+                           "approximate", ckpt["tag"], info.get("world_size"), world_size())
+        logger.info("resumed from %s: step %d, epoch %d, batch %d", ckpt["tag"],
+                    self.state.step, self.state.epoch, self.state.batch_idx)
+        return True
+
+    # -- main loop ---------------------------------------------------------
+    def fit(self) -> TrainState:
+        bar = self._progress_bar()
+        while self.state.epoch < self.max_epoch and not self._reached_max_steps():
+            if self._train_epoch(bar):
+                if not (self.save_interval and self.state.step % self.save_interval == 0):
+                    self.save(f"step_{self.state.step}")  # so a later run can continue
+                break
+            self._end_epoch()
+        if bar is not None:
+            bar.close()
+        self._write_final()
+        return self.state
+
+    def _reached_max_steps(self) -> bool:
+        return bool(self.max_steps) and self.state.step >= self.max_steps
+
+    def _train_epoch(self, bar) -> bool:
+        """One epoch (or until max_steps); True when max_steps was reached."""
+        st = self.state
+        if hasattr(self.train_dataset, "set_epoch"):
+            self.train_dataset.set_epoch(st.epoch)
+        batches = iter(self.train_loader)
+        for _ in range(st.batch_idx):  # resume: drop what this epoch already trained on
+            if next(batches, None) is None:
+                break
+        meter = Meter()
+        self.engine.model.train()
+        while True:
+            batch = next(batches, None)
+            if not all_ranks(batch is not None):
+                return False
+            grad_norm = self._train_batch(batch, meter)
+            st.batch_idx += 1
+            if grad_norm is None:
+                continue
+            if not math.isfinite(grad_norm):
+                st.skipped_updates += 1
+                logger.warning("step %d: non-finite grad norm, update skipped (%d so far)",
+                               st.step, st.skipped_updates)
+                continue
+            st.step += 1
+            if bar is not None:
+                bar.update(1)
+            if st.step % self.log_interval == 0:
+                self._log_train(meter, grad_norm, bar)
+                meter.reset()
+            if self.save_interval and st.step % self.save_interval == 0:
+                self.save(f"step_{st.step}")
+            if self._reached_max_steps():
+                return True
+
+    def _train_batch(self, batch, meter):
+        batch = batch.to(self.engine.device)
+        with self.engine.accumulating():
+            out = self.engine.forward(batch)
+            loss = out["loss"]
+            finite = all_ranks(bool(torch.isfinite(loss.detach())))
+            self._count_nan(finite)
+            if not finite and self.engine.name == "deepspeed":
+                return None  # DeepSpeed cannot drop an update later: skip this micro-batch
+            self.engine.backward(loss)
+        meter.add(out, len(batch.keys))
+        return self.engine.step()
+
+    def _count_nan(self, finite: bool):
+        if finite:
+            self._consecutive_nan = 0
+            return
+        self.state.nan_batches += 1
+        self._consecutive_nan += 1
+        logger.warning("epoch %d batch %d: loss is NaN/Inf, its update is skipped "
+                       "(%d non-finite batches so far)", self.state.epoch, self.state.batch_idx,
+                       self.state.nan_batches)
+        if self._consecutive_nan > self.max_nan:
+            last = ckpt_io.latest_checkpoint(self.model_dir)
+            raise TooManyNaNs(
+                f"loss was NaN/Inf for {self._consecutive_nan} micro-batches in a row "
+                f"(train_conf.max_consecutive_nan={self.max_nan}); stopping. The last good "
+                f"checkpoint is {last['model'] if last else 'none (nothing saved yet)'}. "
+                "Lower optim_conf.lr, check the data, or resume from that checkpoint.")
+
+    def _end_epoch(self):
+        st = self.state
+        tag = f"epoch_{st.epoch}"
+        st.epoch += 1
+        st.batch_idx = 0
+        self.save(tag, epoch_done=True)
+
+    # -- evaluation ----------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        if self.cv_loader is None:
+            return {}
+        module = self.engine.module
+        was_training = module.training
+        module.eval()
+        meter = Meter()
+        batches = iter(self.cv_loader)
+        while True:
+            batch = next(batches, None)
+            if not all_ranks(batch is not None):
+                break
+            batch = batch.to(self.engine.device)
+            with self.engine._autocast():
+                meter.add(module(batch), len(batch.keys))
+        module.train(was_training)
+        metrics = meter.summary()
+        return {k: v for k, v in metrics.items() if not k.endswith("_per_s")}
+
+    # -- checkpoints ---------------------------------------------------------
+    def save(self, tag: str, epoch_done: bool = False):
+        cv = self.evaluate()
+        if rank() == 0 and cv:
+            logger.info("CV %s step %d: %s", tag, self.state.step, format_metrics(cv))
+            for k, v in cv.items():
+                self.writer and self.writer.add_scalar(f"cv/{k}", v, self.state.step)
+        self.engine.save(self.model_dir, tag, self.save_states)
+        if world_size() > 1:
+            dist.barrier()
+        if rank() == 0:
+            info = {**self.config, **asdict(self.state), "tag": tag, "epoch_done": epoch_done,
+                    "lrs": self.engine.lrs(), "loss_dict": cv, "world_size": world_size(),
+                    "save_time": datetime.datetime.now().isoformat(timespec="seconds")}
+            ckpt_io.write_info(self.model_dir, tag, info)
+            ckpt_io.prune_checkpoints(self.model_dir, self.keep)
+            logger.info("saved checkpoint %s", os.path.join(self.model_dir, tag))
+
+    def _write_final(self):
+        if rank() == 0:
+            path = os.path.join(self.model_dir, ckpt_io.FINAL)
+            ckpt_io.atomic_torch_save(
+                {k: v.float() if v.is_floating_point() else v
+                 for k, v in self.engine.module.state_dict().items()}, path)
+            logger.info("final model weights: %s (step %d)", path, self.state.step)
+        if world_size() > 1:
+            dist.barrier()
+
+    # -- logging -------------------------------------------------------------
+    def _progress_bar(self):
+        if rank() != 0 or not sys.stderr.isatty():
+            return None
+        from tqdm import tqdm
+        return tqdm(total=self.max_steps or None, initial=self.state.step, unit="step",
+                    dynamic_ncols=True)
+
+    def _log_train(self, meter, grad_norm, bar):
+        m = meter.summary()
+        if rank() != 0:
+            return
+        lrs = self.engine.lrs()
+        st = self.state
+        if self.writer is not None:
+            for k, v in m.items():
+                self.writer.add_scalar(f"train/{k}", v, st.step)
+            for i, lr in enumerate(lrs):
+                self.writer.add_scalar(f"train/lr_{i}" if i else "train/lr", lr, st.step)
+            self.writer.add_scalar("train/grad_norm", grad_norm, st.step)
+            self.writer.flush()
+        text = (f"epoch {st.epoch} step {st.step} {format_metrics(m)} lr {lrs[0]:.3e} "
+                f"grad_norm {grad_norm:.3f} {m['tokens_per_s']:.0f} tok/s "
+                f"{m['samples_per_s']:.1f} samples/s")
+        if bar is not None:
+            bar.set_postfix_str(f"loss {m.get('loss', float('nan')):.3f} acc {m.get('acc', 0):.3f}")
+            bar.write(text)
+        else:
+            logger.info("TRAIN %s", text)
