@@ -1,0 +1,208 @@
+"""Build the data pipeline from a config.
+
+    ds = build_dataset(config, "shard", "data/train/shards.list", tokenizer)
+    loader = build_dataloader(ds, num_workers=2, prefetch=4, pin_memory=False)
+    for epoch in ...:
+        ds.set_epoch(epoch)
+        for batch in loader: ...          # osum_echat.data.batch.Batch
+    ds.skip_counts()                      # {"missing_file": 1, "bad_speech_token": 3, ...}
+
+Work split: the list entries (raw lines, tars, combine pairs) are repeated
+`multi_num` times (train mode), shuffled with a generator seeded by
+(seed, epoch) when `shuffle` is on, the first `start_index` of that order are
+dropped (resume: `data_recover` + `data_recover_conf.start_idx`, or
+`set_epoch(epoch, start_index)`), and the rest is dealt out
+`order[rank::world_size][worker::num_workers]`: every entry is read exactly
+once per epoch across ranks x workers. With `split_num` > 1 an epoch reads
+one of `split_num` slices of the shuffled order (upstream's sub-epochs).
+
+Skips: every stage that drops a sample counts it by reason (data/skips.py);
+`skip_counts()` sums the counts of all workers of this process.
+
+Modes: "train" applies shuffling, spec augmentation, task conversions and
+multi_num; "eval" and "infer" apply none of them (same data in the same order
+each time); "infer" also keeps samples the length filters would drop.
+"""
+from __future__ import annotations
+
+import copy
+import random
+from typing import Optional
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, IterableDataset
+
+from ..config import ConfigError, resolve_path
+from . import processors as P
+from .skips import SkipCounter
+from .sources import read_entries, read_entry
+
+MODES = ("train", "eval", "infer")
+
+
+def _dataset_conf(config: dict) -> dict:
+    return config.get("dataset_conf", config) if isinstance(config, dict) else {}
+
+
+def load_prompts(path) -> dict:
+    if not path:
+        return {}
+    p = resolve_path(path)
+    if not p.is_file():
+        raise ConfigError(f"dataset_conf.prompt_conf_path: {path} not found (task tag -> list of prompts)")
+    prompts = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    if not isinstance(prompts, dict):
+        raise ConfigError(f"{path}: expected a mapping task tag -> list of prompts")
+    return {str(k).strip(): [str(x) for x in (v or [])] for k, v in prompts.items()}
+
+
+class OsumDataset(IterableDataset):
+    """One list (raw | shard | combine) through the whole pipeline, yielding Batch objects."""
+
+    def __init__(self, config: dict, data_type: str, list_path: str, tokenizer, *, root: Optional[str] = None,
+                 mode: str = "train", only: Optional[str] = None, rank: Optional[int] = None,
+                 world_size: Optional[int] = None, counter: Optional[SkipCounter] = None):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.conf = copy.deepcopy(_dataset_conf(config))
+        self.seed = int(config.get("seed", 777)) if isinstance(config, dict) else 777
+        self.think_mode = config.get("think_mode", self.conf.get("think_mode", "language"))
+        if self.think_mode not in ("language", "tag"):
+            raise ConfigError(f"think_mode must be 'language' or 'tag', got {self.think_mode!r}")
+        self.speech_token_num = int(self.conf.get("speech_token_num", config.get("speech_token_num", 1)))
+        self.mode, self.only, self.root = mode, only, root
+        self.tokenizer = tokenizer
+        self.prompts = load_prompts(self.conf.get("prompt_conf_path"))
+        try:
+            self.entries = read_entries(list_path, data_type, root)
+        except FileNotFoundError as e:
+            raise ConfigError(f"data list: {e}") from None
+        self.list_path = str(list_path)
+        self.counter = counter or SkipCounter()
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+        recover = self.conf.get("data_recover", False)
+        self.start_index = int((self.conf.get("data_recover_conf") or {}).get("start_idx", 0)) if recover else 0
+
+    # ---------------------------------------------------------------- work split
+    def set_epoch(self, epoch: int, start_index: Optional[int] = None) -> None:
+        self.epoch = int(epoch)
+        if start_index is not None:
+            self.start_index = int(start_index)
+
+    def _rank_world(self):
+        if self.rank is not None:
+            return self.rank, self.world_size or 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def epoch_order(self) -> list:
+        """Indices into self.entries this epoch reads, over all ranks and workers, in order."""
+        train = self.mode == "train"
+        multi = int(self.conf.get("multi_num", 1)) if train else 1
+        split = max(1, int(self.conf.get("split_num", 1))) if train else 1
+        order = list(range(len(self.entries))) * max(1, multi)
+        if train and self.conf.get("shuffle", True):
+            random.Random(self.seed * 1000003 + self.epoch // split).shuffle(order)
+        if split > 1:
+            part, size = self.epoch % split, len(order) // split
+            order = order[part * size:(part + 1) * size if part + 1 < split else len(order)]
+        start = self.start_index if self.start_index < len(order) else 0
+        return order[start:]
+
+    def my_entries(self) -> list:
+        rank, world = self._rank_world()
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        return [self.entries[i] for i in self.epoch_order()[rank::world][worker::workers]]
+
+    def _rng(self, stage: int) -> random.Random:
+        rank, _ = self._rank_world()
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        return random.Random(hash((self.seed, self.epoch, rank, worker, stage)))
+
+    # ---------------------------------------------------------------- pipeline
+    def samples(self):
+        """Sample dicts up to (and including) features and augmentation."""
+        conf, counter, train = self.conf, self.counter, self.mode == "train"
+        entries = self.my_entries()
+        stream = (s for e in entries for s in read_entry(e, counter, self.root))
+        expand = conf.get("expand_dialogue_prefix") or {}
+        if expand.get("enable", False):
+            stream = P.expand_dialogue_prefix(stream, int(expand.get("max_turn", 0)),
+                                              int(expand.get("min_turn", 1)), bool(expand.get("keep_final", True)))
+        tok_conf = (conf.get("other_tokenze_conf") or {}) if train else {}
+        filter_conf = dict(conf.get("filter_conf") or {})
+        other = dict(filter_conf.pop("other_filter_conf", None) or {})
+        other.update(conf.get("other_filter_conf") or {})
+        banned = filter_conf.pop("banned_words", P.OTHER_ASSISTANT_NAMES)
+        stream = P.tokenize(stream, self.tokenizer, counter, prompts=self.prompts,
+                            speech_token_num=self.speech_token_num, rng=self._rng(1), conf=tok_conf,
+                            think_mode=self.think_mode, banned_words=banned)
+        stream = P.load_audio(stream, counter)
+        if self.mode == "infer":
+            filter_conf = {"max_length": float("inf"), "min_length": 0, "token_max_length": float("inf"),
+                           "token_min_length": 0, "max_seq_len": 0}
+        stream = P.filter_samples(stream, counter, only=self.only,
+                                  fiter_txt_is_None=other.get("fiter_txt_is_None", False), **filter_conf)
+        stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}))
+        feats_type = conf.get("feats_type", "log_mel_spectrogram")
+        if feats_type not in ("log_mel_spectrogram", "fbank"):
+            raise ConfigError(f"dataset_conf.feats_type must be log_mel_spectrogram or fbank, got {feats_type!r}")
+        feat_conf = dict(conf.get("log_mel_spectrogram_conf") or {})
+        if feats_type == "fbank":
+            fb = dict(conf.get("fbank_conf") or {})
+            feat_conf = {"num_mel_bins": fb.get("num_mel_bins", 80), "fbank_conf": fb}
+        stream = P.compute_features(stream, counter, feats_type=feats_type, **feat_conf)
+        if train:
+            for stage, (name, fn) in enumerate((("spec_aug", P.spec_aug), ("spec_sub", P.spec_sub),
+                                                ("spec_trim", P.spec_trim)), start=2):
+                if conf.get(name, False):
+                    stream = fn(stream, self._rng(stage), **(conf.get(f"{name}_conf") or {}))
+        return stream
+
+    def batches(self, stream):
+        conf = self.conf
+        if self.mode == "train" and conf.get("shuffle", True):
+            stream = P.shuffle(stream, self._rng(5), **(conf.get("shuffle_conf") or {}))
+        if conf.get("sort", True) and self.mode != "infer":
+            stream = P.sort(stream, **(conf.get("sort_conf") or {}))
+        stream = P.batch(stream, **(conf.get("batch_conf") or {}))
+        return P.padding(stream)
+
+    def __iter__(self):
+        return self.batches(self.samples())
+
+    def skip_counts(self) -> dict:
+        return self.counter.counts()
+
+
+def build_dataset(config: dict, data_type: str, data_lists, tokenizer, *, root: Optional[str] = None,
+                  mode: str = "train", rank: Optional[int] = None, world_size: Optional[int] = None):
+    """The training/eval/inference dataset: one list, or {"s2t","t2s","s2s","t2t"} lists mixed by weight."""
+    if isinstance(data_lists, dict):
+        from .mixing import MixedDataset
+
+        counter = SkipCounter()
+        parts = {name: OsumDataset(config, data_type, path, tokenizer, root=root, mode=mode, only=name,
+                                   rank=rank, world_size=world_size, counter=counter)
+                 for name, path in data_lists.items() if path}
+        unknown = set(parts) - set(P.MIX_CATEGORIES)
+        if unknown:
+            raise ConfigError(f"mixed data lists: unknown categories {sorted(unknown)}; use s2t, t2s, s2s, t2t")
+        weights = (_dataset_conf(config).get("mix_weights") or {})
+        return MixedDataset(parts, weights, seed=int(config.get("seed", 777)), counter=counter)
+    return OsumDataset(config, data_type, data_lists, tokenizer, root=root, mode=mode, rank=rank,
+                       world_size=world_size)
+
+
+def _worker_init(_):
+    torch.set_num_threads(1)
+
+
+def build_dataloader(dataset, num_workers: int = 0, prefetch: int = 2, pin_memory: bool = False) -> DataLoader:
+    kw = {"prefetch_factor": prefetch, "worker_init_fn": _worker_init} if num_workers > 0 else {}
+    return DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory, **kw)

@@ -1,0 +1,108 @@
+"""Audio decoding, resampling and acoustic features.
+
+`log_mel` reproduces openai-whisper's `log_mel_spectrogram` (80 bins, n_fft 400,
+hop 160, Whisper's clamp-to-max-8 and (x+4)/4 normalisation), which is what
+upstream computes; `resample` reproduces torchaudio's default windowed-sinc
+resampler (what upstream uses) with plain torch ops, so no torchaudio needed.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import math
+
+import numpy as np
+import soundfile
+import torch
+import torch.nn.functional as F
+
+AUDIO_SUFFIXES = frozenset(["flac", "mp3", "m4a", "ogg", "opus", "wav", "wma"])
+
+
+def decode_audio(source, start: float | None = None, end: float | None = None):
+    """Read mono float32 audio from a path or bytes -> (waveform (1, N) tensor, sample_rate).
+
+    `start`/`end` (seconds) cut a segment without reading the rest. Multi-channel
+    audio is averaged to mono, as upstream does.
+    """
+    handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    with soundfile.SoundFile(handle) as f:
+        sample_rate = f.samplerate
+        if start is not None:
+            first = int(start * sample_rate)
+            last = int(end * sample_rate) if end is not None else f.frames
+            f.seek(first)
+            data = f.read(max(0, last - first), dtype="float32", always_2d=True)
+        else:
+            data = f.read(dtype="float32", always_2d=True)
+    wav = torch.from_numpy(np.ascontiguousarray(data.T))
+    if wav.size(0) > 1:
+        wav = wav.mean(dim=0, keepdim=True)
+    return wav, sample_rate
+
+
+@functools.lru_cache(maxsize=8)
+def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99):
+    """Hann-windowed sinc polyphase kernel, torchaudio's default resampler."""
+    base = min(orig, new) * rolloff
+    width = math.ceil(width_zeros * orig / base)
+    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
+    t = (t * base).clamp(-width_zeros, width_zeros)
+    window = torch.cos(t * math.pi / width_zeros / 2) ** 2
+    t = t * math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
+    kernel = (sinc * window * (base / orig)).to(torch.float32)
+    return kernel, width
+
+
+def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """(C, N) waveform at orig_rate -> (C, M) at new_rate, M = ceil(N * new / orig)."""
+    if orig_rate == new_rate:
+        return wav
+    gcd = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = int(orig_rate) // gcd, int(new_rate) // gcd
+    kernel, width = _sinc_kernel(orig, new)
+    channels, length = wav.shape
+    padded = F.pad(wav.reshape(channels, 1, length), (width, width + orig))
+    out = F.conv1d(padded, kernel.to(wav.dtype), stride=orig)  # (C, new, frames)
+    out = out.transpose(1, 2).reshape(channels, -1)
+    return out[:, : math.ceil(new * length / orig)]
+
+
+@functools.lru_cache(maxsize=4)
+def mel_filters(n_mels: int = 80, n_fft: int = 400, sample_rate: int = 16000) -> torch.Tensor:
+    """Slaney-normalised mel filterbank (librosa's default, which Whisper ships)."""
+    import librosa
+
+    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)).float()
+
+
+_WINDOWS: dict = {}
+
+
+def log_mel(wav: torch.Tensor, n_fft: int = 400, hop_length: int = 160, num_mel_bins: int = 80,
+            padding: int = 0, sample_rate: int = 16000) -> torch.Tensor:
+    """Whisper log-mel of a (1, N) or (N,) 16 kHz waveform -> (frames, num_mel_bins)."""
+    audio = wav.reshape(-1)
+    if padding > 0:
+        audio = F.pad(audio, (0, padding))
+    window = _WINDOWS.get(n_fft)
+    if window is None:
+        window = _WINDOWS[n_fft] = torch.hann_window(n_fft)
+    stft = torch.stft(audio, n_fft, hop_length, window=window, return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    mel = mel_filters(num_mel_bins, n_fft, sample_rate) @ power
+    log_spec = torch.clamp(mel, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).transpose(0, 1).contiguous()
+
+
+def fbank(wav: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 80,
+          frame_length: float = 25, frame_shift: float = 10, dither: float = 0.0) -> torch.Tensor:
+    """Kaldi fbank (upstream's `compute_fbank`, int16-scaled input) -> (frames, bins)."""
+    import torchaudio.compliance.kaldi as kaldi  # optional: only this feature needs torchaudio
+
+    return kaldi.fbank(wav * (1 << 15), num_mel_bins=num_mel_bins, frame_length=frame_length,
+                       frame_shift=frame_shift, dither=dither, energy_floor=0.0,
+                       sample_frequency=sample_rate)
