@@ -44,12 +44,12 @@ def atomic_write_yaml(data: dict, path: str) -> None:
 def paths(model_dir: str, tag: str) -> dict:
     base = os.path.join(model_dir, tag)
     return {"model": base + ".pt", "state": base + ".state.pt", "ds_dir": base,
-            "info": base + ".yaml"}
+            "info_path": base + ".yaml"}
 
 
 def write_info(model_dir: str, tag: str, info: dict) -> None:
     """The commit marker: call after every other file of the checkpoint is in place."""
-    atomic_write_yaml(info, paths(model_dir, tag)["info"])
+    atomic_write_yaml(info, paths(model_dir, tag)["info_path"])
 
 
 def list_checkpoints(model_dir: str) -> list[dict]:
@@ -69,9 +69,9 @@ def list_checkpoints(model_dir: str) -> list[dict]:
         if "step" not in info or not (os.path.exists(p["model"]) or os.path.isdir(p["ds_dir"])):
             logger.warning("ignoring incomplete checkpoint %s (no step or no weights)", info_path)
             continue
-        found.append({"tag": tag, "info": info, **p})
+        found.append({"tag": tag, **p, "info": info})
     found.sort(key=lambda c: (c["info"]["step"], c["info"].get("epoch_done", False),
-                              os.path.getmtime(c["info"])))
+                              os.path.getmtime(c["info_path"])))
     return found
 
 
@@ -81,7 +81,7 @@ def latest_checkpoint(model_dir: str) -> dict | None:
 
 
 def remove_checkpoint(ckpt: dict) -> None:
-    os.remove(ckpt["info"])  # un-commit first, then drop the payload
+    os.remove(ckpt["info_path"])  # un-commit first, then drop the payload
     for key in ("model", "state"):
         if os.path.exists(ckpt[key]):
             os.remove(ckpt[key])

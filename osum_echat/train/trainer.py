@@ -140,6 +140,7 @@ class Trainer:
         self.max_nan = int(train_conf.get("max_consecutive_nan", 20))
         self.state = TrainState()
         self._consecutive_nan = 0
+        os.makedirs(model_dir, exist_ok=True)
 
     # -- resume ------------------------------------------------------------
     def resume(self) -> bool:

@@ -1,0 +1,98 @@
+"""Trainer logic on a toy model: exact resume, NaN handling, retention, atomic files."""
+import os
+import sys
+
+import pytest
+import torch
+
+from osum_echat.train import checkpointing as ckpt_io
+from osum_echat.train.engines import build_engine
+from osum_echat.train.scheduler import WarmupLR
+from osum_echat.train.trainer import Trainer, TooManyNaNs
+
+sys.path.insert(0, os.path.dirname(__file__))
+from toy import ToyDataset, ToyModel  # noqa: E402
+
+
+def make_trainer(model_dir, dataset, **conf):
+    torch.manual_seed(0)
+    model = ToyModel()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    sched = WarmupLR(opt, warmup_steps=3)
+    config = {**dict(accum_grad=2, grad_clip=5.0, log_interval=2, save_interval=3, max_epoch=2,
+                     keep_checkpoint_max=50), **conf}
+    engine = build_engine("single", model, opt, sched, torch.device("cpu"), config)
+    return Trainer(engine, dataset, dataset, None, config, str(model_dir))
+
+
+def params(trainer):
+    return {k: v.clone() for k, v in trainer.engine.module.state_dict().items()}
+
+
+def test_resume_continues_exactly(tmp_path):
+    straight = make_trainer(tmp_path / "a", ToyDataset())
+    straight.fit()
+    assert straight.state.step == 12  # 2 epochs x 12 micro-batches / accum 2
+
+    first = make_trainer(tmp_path / "b", ToyDataset(), max_steps=8)
+    first.fit()  # stops inside epoch 1 (step 8 = 4 micro-batches into it)
+    assert first.state.step == 8 and first.state.epoch == 1
+
+    second = make_trainer(tmp_path / "b", ToyDataset())
+    assert second.resume()
+    assert (second.state.step, second.state.epoch, second.state.batch_idx) == (8, 1, 4)
+    second.fit()
+    assert second.state.step == 12
+    for k, v in params(straight).items():
+        torch.testing.assert_close(params(second)[k], v, rtol=0, atol=1e-6)
+    # learning happened at all: the toy task is separable
+    assert not torch.equal(params(straight)["lin.weight"], ToyModel().lin.weight)
+
+
+def test_resume_picks_newest_complete_checkpoint_and_cleans_debris(tmp_path):
+    t = make_trainer(tmp_path, ToyDataset(), max_epoch=1)
+    t.fit()
+    steps = [c["info"]["step"] for c in ckpt_io.list_checkpoints(str(tmp_path))]
+    assert steps == [3, 6, 6]  # step_3, step_6 and epoch_0 (epoch end, same step)
+    # a save killed half-way: payload and temp file present, no yaml
+    torch.save({}, tmp_path / "step_9.pt")
+    (tmp_path / "step_9.pt.tmp.123").write_bytes(b"partial")
+    t2 = make_trainer(tmp_path, ToyDataset(), max_epoch=1)
+    assert t2.resume()
+    assert t2.state.step == 6 and t2.state.epoch == 1 and t2.state.batch_idx == 0
+    assert not (tmp_path / "step_9.pt.tmp.123").exists()
+
+
+def test_keep_newest_n(tmp_path):
+    t = make_trainer(tmp_path, ToyDataset(num_batches=24), max_epoch=1, save_interval=2,
+                     keep_checkpoint_max=2)
+    t.fit()
+    tags = [c["tag"] for c in ckpt_io.list_checkpoints(str(tmp_path))]
+    assert tags == ["step_12", "epoch_0"]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["step_12.pt", "step_12.state.pt", "step_12.yaml", "epoch_0.pt", "epoch_0.state.pt",
+         "epoch_0.yaml", "final.pt"])
+
+
+def test_nan_batches_are_skipped_and_counted(tmp_path):
+    clean = make_trainer(tmp_path / "clean", ToyDataset(), max_epoch=1)
+    clean.fit()
+    t = make_trainer(tmp_path / "nan", ToyDataset(nan_batches={2, 3}), max_epoch=1)
+    t.fit()
+    assert t.state.nan_batches == 2
+    assert t.state.skipped_updates == 1  # batches 2 and 3 form one accumulated update
+    assert t.state.step == clean.state.step - 1
+    for v in params(t).values():
+        assert torch.isfinite(v).all()
+
+
+def test_repeated_nans_stop_with_last_good_checkpoint(tmp_path):
+    t = make_trainer(tmp_path, ToyDataset(nan_batches=range(6, 12)), max_epoch=1,
+                     train_conf={"max_consecutive_nan": 3})
+    with pytest.raises(TooManyNaNs, match="step_3.pt"):
+        t.fit()
+    last = ckpt_io.latest_checkpoint(str(tmp_path))
+    assert last["tag"] == "step_3"
+    state = torch.load(last["model"], weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert not (tmp_path / "final.pt").exists()
