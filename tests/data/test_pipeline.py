@@ -1,0 +1,243 @@
+"""The whole pipeline on small real corpora: bad input, work split, resume, batching, mixing."""
+import collections
+import copy
+import io
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+
+from osum_echat.bin import inspect_data
+from osum_echat.data.dataset import build_dataloader, build_dataset
+
+TOKENS = list(range(10, 90))  # valid for the tiny config's speech_token_num
+
+
+def run_inspect(capsys, config_path, data_type, data, root=None, overrides=()):
+    argv = ["--config", str(config_path), "--data_type", data_type, "--data", str(data)]
+    if root:
+        argv += ["--root", str(root)]
+    for o in overrides:
+        argv += ["--override", o]
+    inspect_data.main(argv)
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines() if x.strip()]
+    return lines[:-1], lines[-1]
+
+
+def keys_of(dataset):
+    return [k for batch in dataset for k in batch.keys]
+
+
+def test_mixed_valid_and_broken_raw_list(corpus, wav_writer, capsys, repo_root):
+    valid = []
+    for i in range(4):
+        valid.append(corpus.add(f"asr{i}", txt=f"utterance {i}")["key"])
+    valid.append(corpus.add("tts", task="<TEXT2TOKEN>", wav=False, extra={"speech_token": TOKENS})["key"])
+    valid.append(corpus.add("t2t", txt="an answer", task="<TEXT2TEXT>", wav=False,
+                            extra={"question": "a question"})["key"])
+    valid.append(corpus.add("s2s", txt="reply", task="<S2TCHAT> <TEXT2TOKEN>",
+                            extra=json.dumps({"speech_token": TOKENS}))["key"])
+    corpus.add_line("{not json")
+    corpus.add_line(json.dumps({"txt": "no key", "wav": "wav/asr0.wav"}))
+    corpus.add("missing_wav", wav=False)
+    corpus.lines.append(json.dumps({"key": "gone", "wav": "wav/does_not_exist.wav", "txt": "x"}))
+    wav_writer(corpus.root / "wav/empty.wav", values=np.zeros(0, dtype=np.float32))
+    corpus.lines.append(json.dumps({"key": "empty", "wav": "wav/empty.wav", "txt": "x"}))
+    nan = np.zeros(8000, dtype=np.float32)
+    nan[100] = np.nan
+    wav_writer(corpus.root / "wav/nan.wav", values=nan)
+    corpus.lines.append(json.dumps({"key": "nan", "wav": "wav/nan.wav", "txt": "x"}))
+    (corpus.root / "wav/garbage.wav").write_bytes(b"RIFF....not audio at all")
+    corpus.lines.append(json.dumps({"key": "garbage", "wav": "wav/garbage.wav", "txt": "x"}))
+    corpus.add("tts_no_tokens", task="<TEXT2TOKEN>", wav=False, extra={})
+    corpus.add("think_no_str", task="<S2TCHAT> <THINKER>", extra={})
+    corpus.add("t2t_no_q", task="<TEXT2TEXT>", wav=False, extra={})
+    corpus.add("bad_tok", task="<S2TCHAT> <TEXT2TOKEN>", extra={"speech_token": [1, 2, 100000]})
+    corpus.add("str_tok", task="<TEXT2TOKEN>", wav=False, extra={"speech_token": ["a", "b"]})
+    corpus.add("who", task="<TRANSCRIBE>", txt="I am ChatGPT")
+    corpus.add("what", task="<DANCE>")
+    path = corpus.write()
+
+    rows, summary = run_inspect(capsys, repo_root / "conf/tiny_ct_config.yaml", "raw", path,
+                                overrides=["dataset_conf.filter_conf.min_length=1"])
+    assert sorted(r["key"] for r in rows) == sorted(valid)
+    assert summary == {"samples": len(valid), "skipped": {
+        "bad_json": 1, "no_key": 1, "missing_audio": 1, "missing_file": 1, "empty_audio": 1, "nan_audio": 1,
+        "bad_audio": 1, "missing_field": 3, "bad_speech_token": 2, "other_assistant": 1, "unknown_task": 1}}
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["tts"]["num_frames"] == 0 and by_key["tts"]["num_speech_tokens"] == len(TOKENS) + 2
+    assert by_key["asr0"]["num_frames"] == 8000 // 160
+    assert by_key["s2s"]["output_type"] == "speech2text_token"
+
+
+def _make_tar(path, members):
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def _members(key, wav_bytes, txt="hi there", task="<TRANSCRIBE>", extra=None):
+    out = [(f"{key}.txt", txt.encode()), (f"{key}.wav", wav_bytes), (f"{key}.task", task.encode()),
+           (f"{key}.lang", b"en")]
+    if extra is not None:
+        out.append((f"{key}.extra", extra if isinstance(extra, bytes) else json.dumps(extra).encode()))
+    return out
+
+
+def test_mixed_valid_and_broken_shards(tmp_path, wav_writer, capsys, repo_root):
+    wav = wav_writer(tmp_path / "a.wav").read_bytes()
+    good = tmp_path / "good.tar"
+    _make_tar(good, _members("g1", wav) + _members("g2", wav, extra=b"{broken json")
+              + _members("g3", wav, task="<TEXT2TOKEN>", extra={"speech_token": TOKENS})
+              + [("g4.txt", b"no audio"), ("g4.task", b"<TRANSCRIBE>")])
+    whole = tmp_path / "whole.tar"
+    _make_tar(whole, [m for k in ("t1", "t2", "t3") for m in _members(k, wav)])
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(data[: int(len(data) * 0.8)])  # t3 (and maybe part of t2) lost
+    listing = tmp_path / "shards.list"
+    listing.write_text(f"{good}\n{tmp_path / 'missing.tar'}\n{cut}\n")
+    rows, summary = run_inspect(capsys, repo_root / "conf/tiny_ct_config.yaml", "shard", listing)
+    keys = [r["key"] for r in rows]
+    assert keys[:2] == ["g1", "g3"] and "t1" in keys and "t3" not in keys
+    assert summary["skipped"]["bad_json"] == 1
+    assert summary["skipped"]["missing_audio"] == 1
+    assert summary["skipped"]["missing_file"] == 1
+    assert summary["skipped"]["corrupt_tar"] == 1
+    assert summary["samples"] == len(keys)
+
+
+def test_upstream_samples_all_come_out(upstream_root, shared_dir, tmp_path, capsys, repo_root):
+    conf = repo_root / "conf/tiny_ct_config.yaml"
+    # the published samples carry CosyVoice's 4096 speech codes; the tiny config may use fewer
+    over = ["dataset_conf.speech_token_num=4097"]
+    fake = shared_dir / "upstream_fake_data"
+    rows, summary = run_inspect(capsys, conf, "raw", fake / "raw/data.list", upstream_root, over)
+    assert summary == {"samples": 10, "skipped": {}}
+    assert {r["output_type"] for r in rows} == {"speech2text_token_think"}
+    assert all(r["num_frames"] == 1096 for r in rows)  # 11 s at 24 kHz, resampled to 16 kHz
+    rows, summary = run_inspect(capsys, conf, "shard", fake / "combine/combines_list.txt", upstream_root, over)
+    assert summary == {"samples": 10, "skipped": {}} and {r["task"] for r in rows} == {"<TRANSCRIBE>"}
+    # the published shard list names a tar that does not exist: reported, not fatal
+    rows, summary = run_inspect(capsys, conf, "shard", fake / "shard/shards_list.txt", upstream_root, over)
+    assert summary == {"samples": 0, "skipped": {"missing_file": 1}}
+    fixed = tmp_path / "shards_list.txt"
+    fixed.write_text(str(fake / "shard/shards_000000000.tar") + "\n")
+    rows, summary = run_inspect(capsys, conf, "shard", fixed, None, over)
+    assert summary == {"samples": 10, "skipped": {}}
+    assert [r["key"] for r in rows] == [f"1023390_bed51684_{i}" for i in range(1, 11)]
+    assert {r["num_speech_tokens"] for r in rows} == {421 + 2}
+
+
+@pytest.fixture
+def twelve(corpus):
+    for i in range(12):
+        corpus.add(f"u{i:02d}", txt=f"number {i}", seconds=0.2 + 0.05 * i)
+    return corpus.write()
+
+
+def test_each_entry_read_once_across_2_ranks_x_2_workers(twelve, data_config, tiny_tokenizer):
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"]["shuffle"] = True
+    seen = collections.Counter()
+    for rank in range(2):
+        ds = build_dataset(cfg, "raw", str(twelve), tiny_tokenizer, rank=rank, world_size=2)
+        ds.set_epoch(3)
+        for batch in build_dataloader(ds, num_workers=2, prefetch=2):
+            seen.update(batch.keys)
+    assert seen == collections.Counter({f"u{i:02d}": 1 for i in range(12)})
+
+
+def test_epoch_seeded_shuffle_and_resume(twelve, data_config, tiny_tokenizer):
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"]["shuffle"] = True
+    cfg["dataset_conf"]["shuffle_conf"] = {"shuffle_size": 1}  # keep list order visible
+    ds = build_dataset(cfg, "raw", str(twelve), tiny_tokenizer)
+    ds.set_epoch(0)
+    order0 = keys_of(ds)
+    assert keys_of(ds) == order0
+    ds.set_epoch(1)
+    order1 = keys_of(ds)
+    assert sorted(order0) == sorted(order1) and order0 != order1
+    ds.set_epoch(1, start_index=5)
+    rest = keys_of(ds)
+    assert sorted(rest) == sorted(order1[5:])
+
+
+def test_batches_hold_one_output_type_and_partial_batches_are_kept(corpus, data_config, tiny_tokenizer):
+    for i in range(5):
+        corpus.add(f"asr{i}")
+    for i in range(3):
+        corpus.add(f"tts{i}", task="<TEXT2TOKEN>", wav=False, extra={"speech_token": TOKENS})
+    ds = build_dataset(data_config, "raw", str(corpus.write()), tiny_tokenizer)
+    batches = list(ds)
+    assert sum(len(b) for b in batches) == 8
+    for b in batches:
+        assert len(set(b.task)) == 1 and len(b) <= 2
+        if b.output_type == "text2token":
+            assert b.feats.shape[1] == 0 and b.prompt is None and "prompt" not in b
+            assert b.speech_tokens[0, 0] == data_config["speech_token_num"] - 1
+        else:
+            assert b.prompt is not None and (b.feats_lengths[:-1] >= b.feats_lengths[1:]).all()
+            assert (b.target == -100).sum() == (b.target_lengths.max() - b.target_lengths).sum()
+    assert sorted(len(b) for b in batches) == [1, 1, 2, 2, 2]
+
+
+def test_dynamic_batch_respects_the_frame_budget(twelve, data_config, tiny_tokenizer):
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"]["sort"] = True
+    cfg["dataset_conf"]["batch_conf"] = {"batch_type": "dynamic", "max_frames_in_batch": 200,
+                                         "max_seq_in_batch": 100000}
+    batches = list(build_dataset(cfg, "raw", str(twelve), tiny_tokenizer))
+    assert sum(len(b) for b in batches) == 12
+    for b in batches:
+        assert len(b) == 1 or int(b.feats_lengths.max()) * len(b) <= 200
+    assert any(len(b) > 1 for b in batches)
+
+
+def test_spec_augmentation_is_seeded(twelve, data_config, tiny_tokenizer):
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"].update(spec_aug=True, spec_sub=True, spec_trim=False)
+    plain = build_dataset(data_config, "raw", str(twelve), tiny_tokenizer, mode="train")
+    aug = build_dataset(cfg, "raw", str(twelve), tiny_tokenizer, mode="train")
+    a, b, c = list(plain), list(aug), list(aug)
+    assert all(torch.equal(x.feats, y.feats) for x, y in zip(b, c))
+    assert any(not torch.equal(x.feats, y.feats) for x, y in zip(a, b))
+    evaluation = build_dataset(cfg, "raw", str(twelve), tiny_tokenizer, mode="eval")
+    assert all(torch.equal(x.feats, y.feats) for x, y in zip(a, evaluation))
+
+
+def test_four_way_mixing_reads_each_list_once(tmp_path, corpus, data_config, tiny_tokenizer):
+    lists = {}
+    for name, task, extra, wav in (("s2t", "<TRANSCRIBE>", None, True),
+                                   ("t2s", "<TEXT2TOKEN>", {"speech_token": TOKENS}, False),
+                                   ("s2s", "<S2TCHAT> <TEXT2TOKEN>", {"speech_token": TOKENS}, True),
+                                   ("t2t", "<TEXT2TEXT>", {"question": "q?"}, False)):
+        corpus.lines = []
+        for i in range(3):
+            corpus.add(f"{name}{i}", task=task, extra=extra, wav=wav)
+        corpus.add(f"{name}_stray", task="<TRANSCRIBE>" if name != "s2t" else "<TEXT2TEXT>",
+                   extra={"question": "q"}, wav=True)
+        lists[name] = str(corpus.write(f"{name}.list"))
+    ds = build_dataset(data_config, "raw", lists, tiny_tokenizer)
+    ds.set_epoch(0)
+    got = collections.Counter()
+    types = collections.defaultdict(set)
+    for batch in build_dataloader(ds, num_workers=2):
+        got.update(batch.keys)
+        types[batch.keys[0][:3]].add(batch.output_type)
+    assert set(got) == {f"{n}{i}" for n in lists for i in range(3)} and set(got.values()) == {1}
+    assert types == {"s2t": {"text"}, "t2s": {"text2token"}, "s2s": {"speech2text_token"}, "t2t": {"text2text"}}
+    assert ds.skip_counts() == {"mix_category": 4}
+
+
+def test_batch_to_and_dict_access(twelve, data_config, tiny_tokenizer):
+    batch = next(iter(build_dataset(data_config, "raw", str(twelve), tiny_tokenizer)))
+    moved = batch.to("cpu")
+    assert torch.equal(moved["feats"], batch.feats) and moved["output_type"] == "text"
+    assert batch.feats.dtype == torch.float32 and batch.feats_lengths.dtype == torch.int32
+    assert batch.target.dtype == torch.int64 and batch.feats.shape[-1] == 80
