@@ -65,6 +65,18 @@ def uses_history(spec) -> bool:
     return spec.speech_input and spec.speech_output
 
 
+def interleave_text_speech(text: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+    """Streaming layout: 6 text ids, 18 speech ids, 6 text, 18 speech, ...
+    until the text runs out, then the remaining speech ids. (Upstream's older
+    variant added a 999 marker after the text; the trained one has none.)"""
+    parts, s = [], 0
+    for t in range(0, len(text), STREAM_TEXT_CHUNK):
+        parts += [text[t:t + STREAM_TEXT_CHUNK], speech[s:s + STREAM_SPEECH_CHUNK]]
+        s += STREAM_SPEECH_CHUNK
+    parts.append(speech[s:])
+    return torch.cat(parts)
+
+
 def _get(batch, name, default=None):
     if isinstance(batch, dict):
         return batch.get(name, default)
@@ -115,6 +127,13 @@ class OsumEChat(nn.Module):
     def base_llm(self):
         """The Qwen2ForCausalLM (under the LoRA wrapper when there is one)."""
         return self.llama_model.get_base_model() if self.lora else self.llama_model
+
+    def enable_llm_gradient_checkpointing(self) -> None:
+        """Recompute LLM layers in backward (the encoder's switch is
+        encoder_conf.gradient_checkpointing)."""
+        llm = self.base_llm()
+        enable = getattr(llm, "activation_checkpointing_enable", None) or llm.gradient_checkpointing_enable
+        enable()
 
     def set_tokenizer(self, tokenizer) -> None:
         from osum_echat.tokenizer import TextIds
@@ -207,14 +226,7 @@ class OsumEChat(nn.Module):
             if 3 * n_text > n_speech:
                 raise ValueError(f"{keys[i] if keys else i}: streaming needs at least 3 speech tokens per "
                                  f"text token ({n_text} text, {n_speech} speech); drop or fix this sample")
-            text = target[i, :n_text]
-            speech = tokens[i, :n_speech] + self.llm_vocab_size
-            parts, s = [], 0
-            for t in range(0, n_text, STREAM_TEXT_CHUNK):
-                parts += [text[t:t + STREAM_TEXT_CHUNK], speech[s:s + STREAM_SPEECH_CHUNK]]
-                s += STREAM_SPEECH_CHUNK
-            parts.append(speech[s:])
-            rows.append(torch.cat(parts))
+            rows.append(interleave_text_speech(target[i, :n_text], tokens[i, :n_speech] + self.llm_vocab_size))
         ids = pad_sequence(rows, batch_first=True, padding_value=0)
         mask = _length_mask(torch.tensor([len(r) for r in rows], device=ids.device), ids.size(1))
         return Segment(self._embed_mixed(ids), mask, ids.masked_fill(~mask, IGNORE_ID))
@@ -360,8 +372,8 @@ def build_model(config: dict, device="cpu", tokenizer=None, llm_dtype: Optional[
                           speech_token_num=config.get("speech_token_num", 0),
                           downsample_rate=config.get("downsample_rate", 1),
                           adapter_type=config.get("adapter_type", "osum_echat"), lora=lora)
-    if llm.config.hidden_size and config.get("gradient_checkpointing_llm", False):
-        model.base_llm().gradient_checkpointing_enable()
+    if config.get("llm_gradient_checkpointing", False):
+        model.enable_llm_gradient_checkpointing()
     if str(device) != "meta":
         if tokenizer is None:
             from osum_echat.tokenizer import load_tokenizer
