@@ -138,7 +138,7 @@ def expand_dialogue_prefix(samples, max_turn: int = 0, min_turn: int = 1, keep_f
                 child["audio"], child["txt"] = current.get("audio"), current.get("txt", "")
                 child.pop("start", None), child.pop("end", None)
                 extra["speech_token"] = extra.get(f"speech_token_{turn}", [])
-            child["history"] = history[:turn - 1]
+            child["history"] = [dict(t) for t in history[:turn - 1]]
             child["extra"] = extra
             child["key"] = f"{sample['key']}#turn{turn}" if turn < total else sample["key"]
             yield child
@@ -345,16 +345,17 @@ def load_audio(samples, counter):
                 counter.skip(err[0], src, key, err[1])
                 continue
             sample["wav"], sample["sample_rate"] = wav, rate
-        bad = None
+        bad, turns = None, []
         for i, turn in enumerate(sample.get("history") or []):
             if turn.get("audio") is None:
                 bad = f"history turn {i + 1} has no audio"
                 break
-            wav, rate, err = _decode(turn.pop("audio"))
+            wav, rate, err = _decode(turn["audio"])
             if err:
                 bad = f"history turn {i + 1}: {err[1]}"
                 break
-            turn["wav"], turn["sample_rate"] = wav, rate
+            turns.append({k: v for k, v in turn.items() if k != "audio"} | {"wav": wav, "sample_rate": rate})
+        sample["history"] = turns
         if bad:
             counter.skip("bad_history", src, key, bad)
             continue

@@ -241,3 +241,28 @@ def test_batch_to_and_dict_access(twelve, data_config, tiny_tokenizer):
     assert torch.equal(moved["feats"], batch.feats) and moved["output_type"] == "text"
     assert batch.feats.dtype == torch.float32 and batch.feats_lengths.dtype == torch.int32
     assert batch.target.dtype == torch.int64 and batch.feats.shape[-1] == 80
+
+
+def test_history_turns_become_features_and_expand_makes_prefixes(corpus, data_config, tiny_tokenizer, wav_writer):
+    for name in ("h1", "h2"):
+        wav_writer(corpus.root / f"wav/{name}.wav", seconds=0.3)
+    extra = {"speech_token": TOKENS, "speech_token_1": TOKENS[:30], "speech_token_2": TOKENS[:40]}
+    corpus.add("dlg", txt="third reply", task="<S2TCHAT> <TEXT2TOKEN>", extra=extra,
+               history=[{"wav": "wav/h1.wav", "txt": "first reply"}, {"wav": "wav/h2.wav", "txt": "second"}])
+    path = corpus.write()
+    (batch,) = list(build_dataset(data_config, "raw", str(path), tiny_tokenizer))
+    assert batch.output_type == "speech2text_token_history"
+    turns = batch.history[0]
+    assert [t["txt"] for t in turns] == ["first reply", "second"]
+    assert turns[0]["wav"].shape == (30, 80) and turns[1]["speech_token"][1:-1] == TOKENS[:40]
+
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"]["expand_dialogue_prefix"] = {"enable": True, "max_turn": 0, "min_turn": 1,
+                                                     "keep_final": True}
+    cfg["dataset_conf"]["batch_conf"]["batch_size"] = 1
+    got = {b.keys[0]: b for b in build_dataset(cfg, "raw", str(path), tiny_tokenizer)}
+    assert sorted(got) == ["dlg", "dlg#turn1", "dlg#turn2"]
+    assert got["dlg#turn1"].output_type == "speech2text_token" and got["dlg#turn1"].history == [[]]
+    assert got["dlg#turn1"].speech_tokens[0, 1:31].tolist() == TOKENS[:30]
+    assert [t["txt"] for t in got["dlg#turn2"].history[0]] == ["first reply"]
+    assert len(got["dlg"].history[0]) == 2
