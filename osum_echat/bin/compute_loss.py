@@ -1,0 +1,91 @@
+"""Per-utterance loss of a checkpoint on a data list (the fidelity tool).
+
+  python -m osum_echat.bin.compute_loss --config conf/ct_config.yaml --checkpoint CKPT.pt \
+      --data_type shard --data data/shards.list [--root DIR] --output losses.jsonl
+
+Batch size 1, no augmentation, no shuffling, no random task conversion, no
+length filtering; the model in eval mode, float32, on CPU. One JSON line per
+utterance, in input order:
+  {"key", "task", "output_type", "loss", "num_target_tokens"}
+num_target_tokens counts the positions in the loss. An utterance the model
+cannot take (e.g. too few speech tokens for streaming) is skipped, counted
+and named on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+from collections import Counter
+
+import torch
+
+from osum_echat.config import ConfigError, load_config
+from osum_echat.models.checkpoint import CheckpointError, load_checkpoint
+
+
+def eval_config(config: dict) -> dict:
+    """The config with batch size 1, no shuffle/sort/augmentation/conversions."""
+    config = copy.deepcopy(config)
+    conf = config.setdefault("dataset_conf", {})
+    conf["batch_conf"] = {"batch_type": "static", "batch_size": 1}
+    conf["shuffle"] = conf["sort"] = False
+    for name in ("spec_aug", "spec_sub", "spec_trim", "speed_perturb", "data_recover"):
+        conf[name] = False
+    return config
+
+
+def utterance_losses(model, dataset, skipped: Counter):
+    for batch in dataset:
+        try:
+            with torch.no_grad():
+                out = model(batch)
+        except ValueError as e:  # a sample the assembly rejects, with its key in the message
+            skipped["model_rejected"] += 1
+            print(f"skipped {batch.keys[0]}: {e}", file=sys.stderr)
+            continue
+        yield {"key": batch.keys[0], "task": batch.task[0], "output_type": out["output_type"],
+               "loss": float(out["loss"]), "num_target_tokens": int(out["num_tokens"])}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", required=True)
+    ap.add_argument("--checkpoint", required=True)
+    ap.add_argument("--data_type", required=True, choices=["raw", "shard", "combine"])
+    ap.add_argument("--data", required=True, help="data list file")
+    ap.add_argument("--root", default=None, help="folder that relative paths in the list are read against")
+    ap.add_argument("--output", required=True)
+    ap.add_argument("--allow_partial", action="store_true",
+                    help="go on when the checkpoint does not cover the whole model")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    try:
+        from osum_echat.data.dataset import build_dataset
+        from osum_echat.models import build_model
+        from osum_echat.tokenizer import load_tokenizer
+
+        config = eval_config(load_config(args.config))
+        tokenizer = load_tokenizer(config["llm_path"])
+        model = build_model(config, device="cpu", tokenizer=tokenizer)
+        report = load_checkpoint(model, args.checkpoint, strict=not args.allow_partial)
+        if not report.ok:
+            print(f"warning: partial load of {args.checkpoint}:\n{report.summary()}", file=sys.stderr)
+        model.float().eval()
+        dataset = build_dataset(config, args.data_type, args.data, tokenizer, root=args.root, mode="infer")
+    except (ConfigError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    skipped, written = Counter(), 0
+    with open(args.output, "w", encoding="utf-8") as out:
+        for line in utterance_losses(model, dataset, skipped):
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+            written += 1
+    skipped.update(dataset.skip_counts())
+    print(f"wrote {written} utterances to {args.output}; skipped {dict(skipped) or 0}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
