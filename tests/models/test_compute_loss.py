@@ -76,7 +76,8 @@ def test_upstream_sample_lists(setup, shared_dir, upstream_root):
     shard_list.write_text(str(shared_dir / "upstream_fake_data" / "shard" / "shards_000000000.tar") + "\n")
     shard = _run(setup, "shard", shard_list, out_name="shard.jsonl")
     assert [r["key"] for r in shard] == keys
-    assert [r["loss"] for r in shard] == pytest.approx([r["loss"] for r in raw], rel=1e-6)
+    # (the shard stores its own copy of the audio, so allow for encoding differences)
+    assert [r["loss"] for r in shard] == pytest.approx([r["loss"] for r in raw], rel=1e-4)
 
 
 def _wav(path, seconds, freq):
