@@ -3,8 +3,9 @@
 The LLM text head (vocab ~152k) plus the speech head (4097) make a 2048-token
 sequence's fp32 logits ~1.3 GB, and autograd would keep them for backward.
 Here the loss is taken only at counted positions, a chunk of rows at a time,
-each chunk under activation checkpointing, so at most one chunk of logits
-exists at once (in forward and in backward).
+and each chunk's gradients are computed right away (softmax minus one-hot),
+so at most one chunk of logits exists at once and backward only scales the
+stored gradients.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint as ckpt
 
 IGNORE_ID = -100
 
@@ -25,39 +25,79 @@ def head_logits(hidden: torch.Tensor, heads: Sequence[Head]) -> torch.Tensor:
     return torch.cat(parts, dim=-1).float()
 
 
-def _chunk_loss(hidden: torch.Tensor, targets: torch.Tensor, *flat_heads):
-    heads = list(zip(flat_heads[0::2], flat_heads[1::2]))
-    logits = head_logits(hidden, heads)
-    loss_sum = F.cross_entropy(logits, targets, reduction="sum")
-    correct = (logits.argmax(-1) == targets).sum()
-    return loss_sum, correct
+class _LinearCrossEntropy(torch.autograd.Function):
+    """CE of softmax(concat_k(hidden @ W_k^T + b_k)) summed over rows, with
+    the gradients computed in the same chunked pass (no logits are kept, no
+    recomputation). Weight gradients accumulate in place in the weight's
+    dtype, so the only full-size extra is one gradient per trained head."""
+
+    @staticmethod
+    def forward(ctx, hidden, targets, chunk_size, grad_enabled, *flat_heads):
+        weights, biases = flat_heads[0::2], flat_heads[1::2]
+        need = [grad_enabled and n for n in ctx.needs_input_grad]
+        need_h = need[0]
+        need_w = [need[4 + 2 * k] for k in range(len(weights))]
+        need_b = [b is not None and need[5 + 2 * k] for k, b in enumerate(biases)]
+        sizes = [w.shape[0] for w in weights]
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_w = [torch.zeros_like(w) if need else None for w, need in zip(weights, need_w)]
+        grad_b = [torch.zeros(b.shape, dtype=torch.float32, device=b.device) if need else None
+                  for b, need in zip(biases, need_b)]
+        loss_sum = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.long, device=hidden.device)
+        train = need_h or any(need_w) or any(need_b)
+        for start in range(0, hidden.size(0), chunk_size):
+            h, t = hidden[start:start + chunk_size], targets[start:start + chunk_size]
+            logits = head_logits(h, list(zip(weights, biases)))
+            lse = torch.logsumexp(logits, dim=-1)
+            loss_sum += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            correct += (logits.argmax(-1) == t).sum()
+            if not train:
+                continue
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            grad[torch.arange(t.numel(), device=t.device), t] -= 1.0
+            for k, part in enumerate(grad.split(sizes, dim=1)):
+                part = part.to(weights[k].dtype)
+                if need_h:
+                    grad_h[start:start + chunk_size] += part @ weights[k]
+                if need_w[k]:
+                    grad_w[k].addmm_(part.t(), h)
+                if need_b[k]:
+                    grad_b[k] += part.float().sum(0)
+        ctx.save_for_backward(*(g for g in [grad_h, *grad_w, *grad_b] if g is not None))
+        ctx.layout = (need_h, need_w, need_b, [b.dtype if b is not None else None for b in biases])
+        ctx.mark_non_differentiable(correct)
+        return loss_sum, correct
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_correct):
+        # the stored gradients are of loss_sum; scale by the incoming gradient
+        saved = iter(ctx.saved_tensors)
+        need_h, need_w, need_b, bias_dtypes = ctx.layout
+        grad_h = next(saved) * grad_loss if need_h else None
+        grads = [grad_h, None, None, None]
+        grads_w = [next(saved) * grad_loss if need else None for need in need_w]
+        grads_b = [(next(saved) * grad_loss).to(dt) if need else None for need, dt in zip(need_b, bias_dtypes)]
+        for gw, gb in zip(grads_w, grads_b):
+            grads += [gw, gb]
+        return tuple(grads)
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, heads: Sequence[Head],
-                          chunk_size: int = 1024):
+                          chunk_size: int = 512):
     """Sum of CE and number of correct argmax predictions over rows of `hidden`.
 
     hidden (N, H) and targets (N,) hold only counted positions (no IGNORE_ID).
-    Returns (loss_sum, correct) as 0-d tensors.
+    Returns (loss_sum, correct) as 0-d tensors; loss_sum is differentiable.
     """
     flat = []
     for w, b in heads:
         flat += [w, b]
-    loss_sum = hidden.new_zeros((), dtype=torch.float32)
-    correct = torch.zeros((), dtype=torch.long, device=hidden.device)
-    for start in range(0, hidden.size(0), chunk_size):
-        h, t = hidden[start:start + chunk_size], targets[start:start + chunk_size]
-        if torch.is_grad_enabled() and h.requires_grad:
-            part, right = ckpt.checkpoint(_chunk_loss, h, t, *flat, use_reentrant=False)
-        else:
-            part, right = _chunk_loss(h, t, *flat)
-        loss_sum = loss_sum + part
-        correct = correct + right.detach()
-    return loss_sum, correct
+    return _LinearCrossEntropy.apply(hidden, targets, chunk_size, torch.is_grad_enabled(), *flat)
 
 
 def shifted_loss(hidden: torch.Tensor, target: torch.Tensor, heads: Sequence[Head],
-                 chunk_size: Optional[int] = 1024):
+                 chunk_size: Optional[int] = 512):
     """Next-token loss: position t predicts target[t + 1].
 
     hidden (B, L, H), target (B, L) with IGNORE_ID where nothing is learnt.

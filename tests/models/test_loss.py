@@ -42,3 +42,30 @@ def test_accuracy_counts_correct_predictions():
     out = shifted_loss(hidden, target, [(weight, None)], chunk_size=2)
     assert out["num_tokens"] == 3
     assert abs(float(out["acc"]) - 2 / 3) < 1e-6
+
+
+def test_frozen_head_and_no_grad():
+    hidden, heads, target = _setup(1)
+    heads[0][0].requires_grad_(False)  # e.g. a frozen LLM with a trained speech head
+    out = shifted_loss(hidden, target, heads, chunk_size=5)
+    out["loss"].backward()
+    assert heads[0][0].grad is None and heads[1][0].grad is not None and hidden.grad is not None
+    with torch.no_grad():
+        again = shifted_loss(hidden, target, heads, chunk_size=5)
+    assert not again["loss"].requires_grad
+    torch.testing.assert_close(again["loss"], out["loss"].detach())
+
+
+def test_bfloat16_close_to_float32():
+    hidden, heads, target = _setup(2)
+    ref = shifted_loss(hidden, target, heads, chunk_size=None)
+    grads_ref = torch.autograd.grad(ref["loss"], [hidden, heads[0][0]])
+    h16 = hidden.detach().bfloat16().requires_grad_()
+    w16 = heads[0][0].detach().bfloat16().requires_grad_()
+    heads16 = [(w16, None), (heads[1][0].detach().bfloat16(), heads[1][1].detach().bfloat16())]
+    out = shifted_loss(h16, target, heads16, chunk_size=8)
+    out["loss"].backward()
+    assert h16.grad.dtype == torch.bfloat16 and w16.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(out["loss"], ref["loss"], rtol=2e-2, atol=0)
+    torch.testing.assert_close(h16.grad.float(), grads_ref[0], rtol=0.1, atol=2e-3)
+    torch.testing.assert_close(w16.grad.float(), grads_ref[1], rtol=0.1, atol=2e-3)
