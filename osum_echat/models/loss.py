@@ -25,6 +25,16 @@ def head_logits(hidden: torch.Tensor, heads: Sequence[Head]) -> torch.Tensor:
     return torch.cat(parts, dim=-1).float()
 
 
+def _logits_into_float(h, weights, biases, sizes) -> torch.Tensor:
+    """float32 (rows, sum(sizes)) logits of all heads, written into one buffer."""
+    out = torch.empty(h.size(0), sum(sizes), dtype=torch.float32, device=h.device)
+    col = 0
+    for w, b, size in zip(weights, biases, sizes):
+        out[:, col:col + size] = F.linear(h, w, b)
+        col += size
+    return out
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """CE of softmax(concat_k(hidden @ W_k^T + b_k)) summed over rows, with
     the gradients computed in the same chunked pass (no logits are kept, no
@@ -48,13 +58,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         train = need_h or any(need_w) or any(need_b)
         for start in range(0, hidden.size(0), chunk_size):
             h, t = hidden[start:start + chunk_size], targets[start:start + chunk_size]
-            logits = head_logits(h, list(zip(weights, biases)))
-            lse = torch.logsumexp(logits, dim=-1)
-            loss_sum += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            logits = _logits_into_float(h, weights, biases, sizes)
+            picked = logits.gather(1, t[:, None]).squeeze(1)
             correct += (logits.argmax(-1) == t).sum()
+            top = logits.amax(-1, keepdim=True)
+            probs = logits.sub_(top).exp_()  # in place: one (chunk, vocab) buffer in all
+            total = probs.sum(-1, keepdim=True)
+            loss_sum += (top + total.log()).squeeze(1).sub_(picked).sum()
             if not train:
                 continue
-            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place
+            grad = probs.div_(total)  # softmax - one-hot is d(CE)/d(logits)
             grad[torch.arange(t.numel(), device=t.device), t] -= 1.0
             for k, part in enumerate(grad.split(sizes, dim=1)):
                 part = part.to(weights[k].dtype)
@@ -71,20 +84,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_correct):
-        # the stored gradients are of loss_sum; scale by the incoming gradient
+        # the stored gradients are of loss_sum: scale them in place (a copy
+        # would double the weight-gradient memory; backward runs once per graph)
         saved = iter(ctx.saved_tensors)
         need_h, need_w, need_b, bias_dtypes = ctx.layout
-        grad_h = next(saved) * grad_loss if need_h else None
+        grad_h = next(saved).mul_(grad_loss) if need_h else None
         grads = [grad_h, None, None, None]
-        grads_w = [next(saved) * grad_loss if need else None for need in need_w]
-        grads_b = [(next(saved) * grad_loss).to(dt) if need else None for need, dt in zip(need_b, bias_dtypes)]
+        grads_w = [next(saved).mul_(grad_loss) if need else None for need in need_w]
+        grads_b = [next(saved).mul_(grad_loss).to(dt) if need else None for need, dt in zip(need_b, bias_dtypes)]
         for gw, gb in zip(grads_w, grads_b):
             grads += [gw, gb]
         return tuple(grads)
 
 
 def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, heads: Sequence[Head],
-                          chunk_size: int = 512):
+                          chunk_size: int = 256):
     """Sum of CE and number of correct argmax predictions over rows of `hidden`.
 
     hidden (N, H) and targets (N,) hold only counted positions (no IGNORE_ID).
@@ -97,7 +111,7 @@ def chunked_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, heads: Se
 
 
 def shifted_loss(hidden: torch.Tensor, target: torch.Tensor, heads: Sequence[Head],
-                 chunk_size: Optional[int] = 512):
+                 chunk_size: Optional[int] = 256):
     """Next-token loss: position t predicts target[t + 1].
 
     hidden (B, L, H), target (B, L) with IGNORE_ID where nothing is learnt.

@@ -120,7 +120,7 @@ class OsumEChat(nn.Module):
         self.speech_token_emded = nn.Embedding(speech_token_num + 2, hidden)
         self.speech_head = nn.Linear(hidden, speech_token_num)
         self.tokenizer = None
-        self.loss_chunk_size: Optional[int] = 512
+        self.loss_chunk_size: Optional[int] = 256
         self._text_cache: dict = {}
 
     # ---------------------------------------------------------------- setup
