@@ -21,7 +21,7 @@ Head = tuple  # (weight (V, H), bias (V,) or None)
 
 def head_logits(hidden: torch.Tensor, heads: Sequence[Head]) -> torch.Tensor:
     """Concatenated logits of all heads, as float32."""
-    parts = [F.linear(hidden, w, b) for w, b in heads]
+    parts = [F.linear(hidden.to(w.dtype), w, b) for w, b in heads]
     return torch.cat(parts, dim=-1).float()
 
 
@@ -30,7 +30,7 @@ def _logits_into_float(h, weights, biases, sizes) -> torch.Tensor:
     out = torch.empty(h.size(0), sum(sizes), dtype=torch.float32, device=h.device)
     col = 0
     for w, b, size in zip(weights, biases, sizes):
-        out[:, col:col + size] = F.linear(h, w, b)
+        out[:, col:col + size] = F.linear(h.to(w.dtype), w, b)
         col += size
     return out
 
@@ -74,7 +74,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 if need_h:
                     grad_h[start:start + chunk_size] += part @ weights[k]
                 if need_w[k]:
-                    grad_w[k].addmm_(part.t(), h)
+                    grad_w[k].addmm_(part.t(), h.to(weights[k].dtype))
                 if need_b[k]:
                     grad_b[k] += part.float().sum(0)
         ctx.save_for_backward(*(g for g in [grad_h, *grad_w, *grad_b] if g is not None))

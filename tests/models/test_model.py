@@ -169,3 +169,13 @@ def test_lora_model_trains(tiny_config):
     out["loss"].backward()
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
     assert all(p.grad is not None for p in lora)
+
+
+def test_bfloat16_llm_with_float32_encoder_and_heads(tiny_config):
+    model = tiny_model(tiny_config)
+    model.llama_model.to(torch.bfloat16)  # as upstream builds the LLM; the rest stays float32
+    out = model(_batch(model, "speech2text_token"))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"])
+    assert model.speech_head.weight.grad.dtype == torch.float32
+    assert model.embed_tokens.weight.grad.dtype == torch.bfloat16
