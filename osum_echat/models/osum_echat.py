@@ -17,6 +17,7 @@ batch has holes inside the sequence; the attention mask covers them and the
 position ids count only real positions (upstream layout, kept for fidelity).
 
 Attribute names match upstream's LLMASR_Model so its checkpoints load as is.
+Decoding builds its prompt with `assemble(batch, with_output=False)`.
 """
 from __future__ import annotations
 
@@ -201,7 +202,10 @@ class OsumEChat(nn.Module):
         return Segment(self.embed_tokens(ids), mask, torch.full_like(ids, IGNORE_ID))
 
     def _text_label_segment(self, target, lengths) -> Segment:
-        # "&&" labels are holes: masked for attention, dropped from the loss
+        # "&&" labels are holes: masked for attention, dropped from the loss.
+        # upstream quirk: padding (and holes) stay inside the sequence, so in a
+        # batch the first speech target of an item with shorter text is
+        # predicted from a padded position, not from its last text label.
         mask = _length_mask(lengths, target.size(1)) & (target != self.text_ids.unk_tag)
         ids = target.masked_fill(~mask, 0)
         return Segment(self.embed_tokens(ids), mask, ids.masked_fill(~mask, IGNORE_ID))
