@@ -70,12 +70,34 @@ def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return out[:, : math.ceil(new * length / orig)]
 
 
+def _hz_to_mel(f):
+    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    lin = f / (200.0 / 3)
+    log = 15.0 + np.log(np.maximum(f, 1e-10) / 1000.0) / (np.log(6.4) / 27.0)
+    return np.where(f >= 1000.0, log, lin)
+
+
+def _mel_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    lin = m * (200.0 / 3)
+    log = 1000.0 * np.exp((np.log(6.4) / 27.0) * (m - 15.0))
+    return np.where(m >= 15.0, log, lin)
+
+
 @functools.lru_cache(maxsize=4)
 def mel_filters(n_mels: int = 80, n_fft: int = 400, sample_rate: int = 16000) -> torch.Tensor:
-    """Slaney-normalised mel filterbank (librosa's default, which Whisper ships)."""
-    import librosa
-
-    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)).float()
+    """Slaney-normalised triangular mel filterbank (n_mels, n_fft // 2 + 1), the filters Whisper
+    ships (librosa.filters.mel's defaults), computed here so workers need not import librosa."""
+    fft_freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None].astype(np.float32)
+    return torch.from_numpy(weights)
 
 
 _WINDOWS: dict = {}
@@ -95,7 +117,7 @@ def log_mel(wav: torch.Tensor, n_fft: int = 400, hop_length: int = 160, num_mel_
     mel = mel_filters(num_mel_bins, n_fft, sample_rate) @ power
     log_spec = torch.clamp(mel, min=1e-10).log10()
     log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).transpose(0, 1).contiguous()
+    return ((log_spec + 4.0) / 4.0).transpose(0, 1)
 
 
 def fbank(wav: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 80,

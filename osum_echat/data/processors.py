@@ -207,6 +207,7 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
     """Turn txt/task/extra into label ids, prompt ids, speech tokens and an output_type, by the task table."""
     conf = conf or {}
     eos = tokenizer.eos_token_id
+    prompt_ids = {}  # tag -> encoded prompts, filled on first use
     banned = re.compile("|".join(re.escape(w) for w in banned_words if w)) if banned_words else None
     for sample in samples:
         key, src = sample.get("key"), sample.get("src", "?")
@@ -272,10 +273,13 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
             if not prompt:
                 counter.skip("missing_field", src, key, "extra.question is empty")
                 continue
+            sample["prompt"] = tokenizer.encode(prompt, add_special_tokens=False)
         else:
-            choices = prompts.get(spec.tag) or []
-            prompt = choices[rng.randrange(len(choices))] if choices else ""
-        sample["prompt"] = tokenizer.encode(prompt, add_special_tokens=False) if prompt else []
+            choices = prompt_ids.get(spec.tag)
+            if choices is None:
+                choices = prompt_ids[spec.tag] = [tokenizer.encode(p, add_special_tokens=False)
+                                                  for p in prompts.get(spec.tag) or []]
+            sample["prompt"] = list(choices[rng.randrange(len(choices))]) if choices else []
 
         sample["speech_token"] = []
         if spec.speech_output:
@@ -324,7 +328,7 @@ def _decode(audio, start=None, end=None):
         return None, None, ("bad_audio", f"{type(e).__name__}: {e}")
     if wav.numel() == 0:
         return None, None, ("empty_audio", "audio has no samples")
-    if not torch.isfinite(wav).all():
+    if not torch.isfinite(wav.sum()):  # one reduction: NaN/Inf anywhere makes the sum non-finite
         return None, None, ("nan_audio", "audio contains NaN or Inf")
     return wav, rate, None
 

@@ -49,3 +49,10 @@ def test_decode_audio_cuts_segments_and_mixes_channels(tmp_path, wav_writer):
     data = path.read_bytes()
     from_bytes, _ = features.decode_audio(data)
     torch.testing.assert_close(from_bytes, wav)
+
+
+@pytest.mark.parametrize("n_mels,n_fft,rate", [(80, 400, 16000), (128, 400, 16000), (40, 512, 8000)])
+def test_mel_filters_match_librosa(n_mels, n_fft, rate):
+    librosa = pytest.importorskip("librosa")
+    ref = librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels)
+    np.testing.assert_allclose(features.mel_filters(n_mels, n_fft, rate).numpy(), ref, atol=1e-7, rtol=0)

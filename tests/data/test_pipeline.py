@@ -266,3 +266,23 @@ def test_history_turns_become_features_and_expand_makes_prefixes(corpus, data_co
     assert got["dlg#turn1"].speech_tokens[0, 1:31].tolist() == TOKENS[:30]
     assert [t["txt"] for t in got["dlg#turn2"].history[0]] == ["first reply"]
     assert len(got["dlg"].history[0]) == 2
+
+
+def test_batch_survives_the_trip_from_a_worker(corpus, data_config, tiny_tokenizer, wav_writer):
+    import pickle
+
+    wav_writer(corpus.root / "wav/h.wav", seconds=0.3)
+    corpus.add("d", task="<S2TCHAT> <TEXT2TOKEN>", extra={"speech_token": TOKENS, "speech_token_1": TOKENS[:9]},
+               history=[{"wav": "wav/h.wav", "txt": "before"}])
+    corpus.add("e", task="<S2TCHAT> <TEXT2TOKEN>", extra={"speech_token": TOKENS[:50]}, seconds=0.7)
+    ds = build_dataset(data_config, "raw", str(corpus.write()), tiny_tokenizer)
+    local = list(ds)
+    remote = list(build_dataloader(ds, num_workers=1))
+    for a, b in ((x, pickle.loads(pickle.dumps(x))) for x in local):
+        for field in ("feats", "feats_lengths", "target", "target_lengths", "speech_tokens",
+                      "speech_tokens_length"):
+            assert torch.equal(getattr(a, field), getattr(b, field)) and getattr(a, field).dtype == getattr(b, field).dtype
+    a, b = local[0], remote[0]
+    assert a.keys == b.keys and torch.equal(a.feats, b.feats) and torch.equal(a.speech_tokens, b.speech_tokens)
+    assert [[torch.equal(x["wav"], y["wav"]) for x, y in zip(p, q)] for p, q in zip(a.history, b.history)] \
+        == [[True] * len(p) for p in a.history]
