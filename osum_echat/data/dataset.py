@@ -71,6 +71,8 @@ class OsumDataset(IterableDataset):
         if self.think_mode not in ("language", "tag"):
             raise ConfigError(f"think_mode must be 'language' or 'tag', got {self.think_mode!r}")
         self.speech_token_num = int(self.conf.get("speech_token_num", config.get("speech_token_num", 1)))
+        if self.conf.get("speed_perturb", False):
+            raise ConfigError("dataset_conf.speed_perturb: true is not supported; set it to false")
         self.mode, self.only, self.root = mode, only, root
         self.tokenizer = tokenizer
         self.prompts = load_prompts(self.conf.get("prompt_conf_path"))
@@ -154,6 +156,11 @@ class OsumDataset(IterableDataset):
             raise ConfigError(f"dataset_conf.feats_type must be log_mel_spectrogram or fbank, got {feats_type!r}")
         feat_conf = dict(conf.get("log_mel_spectrogram_conf") or {})
         if feats_type == "fbank":
+            try:
+                import torchaudio.compliance.kaldi  # noqa: F401
+            except ImportError:
+                raise ConfigError("dataset_conf.feats_type: fbank needs torchaudio (pip install torchaudio "
+                                  "matching your torch); the Whisper encoder uses log_mel_spectrogram") from None
             fb = dict(conf.get("fbank_conf") or {})
             feat_conf = {"num_mel_bins": fb.get("num_mel_bins", 80), "fbank_conf": fb}
         stream = P.compute_features(stream, counter, feats_type=feats_type, **feat_conf)

@@ -178,7 +178,7 @@ def wrap_speech_tokens(tokens, speech_token_num: int):
     return [limit] + out + [limit], None
 
 
-def _convert(spec, txt, extra, conf, rng):
+def _convert(spec, txt, extra, conf, rng, think_mode="language"):
     """Upstream's optional random task conversions (all off unless enabled in other_tokenze_conf)."""
     if conf.get("use_50_per_change_if_only_X", False) and spec.only_x and rng.random() < 0.5:
         cut = first_tag(txt) if spec.only_x_take == "first_tag" else answer_part(txt)
@@ -193,6 +193,8 @@ def _convert(spec, txt, extra, conf, rng):
             continue
         if key == "use_s2s_streaming_random" and spec.input != "speech":
             continue
+        if key == "use_think_mode" and not _has_think_source(extra, think_mode):
+            continue
         if rng.random() < opt.get("rate", 0.5):
             return task_table.TASKS[target], txt
     nl = conf.get("natural_language_convert") or {}
@@ -200,6 +202,12 @@ def _convert(spec, txt, extra, conf, rng):
             and rng.random() < nl.get("rate", 0.0)):
         return spec, extra["natural_language"]
     return spec, txt
+
+
+def _has_think_source(extra, think_mode):
+    if think_mode == "tag":
+        return "question" in extra or "q_txt" in extra
+    return "think_str" in extra
 
 
 def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: int, rng,
@@ -234,7 +242,7 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
             for old, new in STYLE_MAP.items():
                 txt = txt.replace(f"<{old}>", f"<{new}>")
 
-        spec, txt = _convert(spec, txt, extra, conf, rng)
+        spec, txt = _convert(spec, txt, extra, conf, rng, think_mode)
         if txt is None:
             counter.skip("no_target", src, key, f"nothing to keep for {spec.tag} in the target text")
             continue

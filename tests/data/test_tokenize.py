@@ -138,3 +138,21 @@ def test_every_table_row_tokenizes(tiny_tokenizer):
     assert {s["output_type"] for s in out} == set(tasks.OUTPUT_TYPES)
     for s in out:
         assert (len(s["speech_token"]) > 0) == s["spec"].speech_output
+
+
+def test_think_and_streaming_conversions_only_where_possible(tiny_tokenizer):
+    toks = list(range(40))
+    samples = [{"key": f"a{i}", "txt": "x", "task": "<S2TCHAT> <TEXT2TOKEN>",
+                "extra": {"speech_token": toks, **({"think_str": "t"} if i % 2 else {})}} for i in range(40)]
+    conf = {"use_think_mode": {"enable": True, "rate": 1.0}}
+    out, skipped = run(tiny_tokenizer, [dict(s) for s in samples], conf=conf)
+    assert not skipped
+    assert {s["key"] for s in out if s["task"] == "<S2TCHAT> <TEXT2TOKEN> <THINK>"} == \
+        {f"a{i}" for i in range(1, 40, 2)}
+    conf = {"use_s2s_streaming_random": {"enable": True, "rate": 0.5}}
+    out, _ = run(tiny_tokenizer, [dict(s) for s in samples], conf=conf, seed=5)
+    streaming = [s for s in out if s["output_type"] == "speech2text_token_streaming"]
+    assert 5 < len(streaming) < 35 and all(s["speech_token"][0] == N - 1 for s in streaming)
+    tts = [{"key": str(i), "txt": "x", "task": "<TEXT2TOKEN>", "extra": {"speech_token": toks}} for i in range(20)]
+    out, _ = run(tiny_tokenizer, tts, conf={"use_streaming_tts": {"enable": True, "rate": 1.0}})
+    assert {s["output_type"] for s in out} == {"text2token_streaming"}
