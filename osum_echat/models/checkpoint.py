@@ -92,7 +92,10 @@ def read_state_dict(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
         from safetensors.torch import load_file
         return load_file(str(path))
     try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        try:
+            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - report which file and why, not a traceback
         raise CheckpointError(f"{path}: cannot read as a weights-only torch checkpoint ({e})") from None
     if isinstance(state, dict) and "module" in state and isinstance(state["module"], dict):

@@ -179,3 +179,15 @@ def test_bfloat16_llm_with_float32_encoder_and_heads(tiny_config):
     assert torch.isfinite(out["loss"])
     assert model.speech_head.weight.grad.dtype == torch.float32
     assert model.embed_tokens.weight.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("adapter_type, rate", [("osum_echat2", 4), ("osum_echat", 1), ("osum_echat", 8)])
+def test_other_adapters_train(tiny_config, adapter_type, rate):
+    model = tiny_model(tiny_config, adapter_type=adapter_type, downsample_rate=rate)
+    batch = _batch(model, "s2t_chat")
+    speech, mask = model.embed_speech(batch["feats"], batch["feats_lengths"])
+    halved = 2 if adapter_type == "osum_echat2" else rate
+    assert speech.size(1) == -(-48 // halved) and int(mask[1].sum()) == -(-30 // halved)
+    out = model(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and model.down_sample_2 is not None
