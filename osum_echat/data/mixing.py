@@ -32,7 +32,7 @@ class MixedDataset(IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
         rank = next(iter(self.datasets.values()))._rank_world()[0] if self.datasets else 0
-        rng = random.Random(hash((self.seed, self.epoch, rank, worker, "mix")))
+        rng = random.Random(hash((self.seed, self.epoch, rank, worker, 99)))  # ints only: reproducible across runs
         running = {name: iter(ds) for name, ds in self.datasets.items() if self.weights[name] > 0}
         while running:
             names = list(running)

@@ -286,3 +286,34 @@ def test_batch_survives_the_trip_from_a_worker(corpus, data_config, tiny_tokeniz
     assert a.keys == b.keys and torch.equal(a.feats, b.feats) and torch.equal(a.speech_tokens, b.speech_tokens)
     assert [[torch.equal(x["wav"], y["wav"]) for x, y in zip(p, q)] for p, q in zip(a.history, b.history)] \
         == [[True] * len(p) for p in a.history]
+
+
+def test_training_order_is_reproducible_across_runs(twelve, tmp_path, repo_root):
+    """Resume replays batches, so the same (seed, epoch) must give the same stream in a new process."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "order.py"
+    script.write_text(f"""
+import json
+from osum_echat.config import load_config
+from osum_echat.tokenizer import load_tokenizer
+from osum_echat.data.dataset import build_dataset
+cfg = load_config("conf/tiny_ct_config.yaml")
+cfg["dataset_conf"].update(shuffle=True, shuffle_conf={{"shuffle_size": 5}}, spec_aug=True, multi_num=1)
+cfg["dataset_conf"]["filter_conf"]["min_length"] = 1
+cfg["dataset_conf"]["other_tokenze_conf"] = {{"use_50_per_change_if_only_X": True}}
+tok = load_tokenizer(cfg["llm_path"])
+ds = build_dataset(cfg, "raw", {{"s2t": "{twelve}"}}, tok)
+ds.set_epoch(2)
+print(json.dumps([[b.keys, b.prompt.tolist(), float(b.feats.sum())] for b in ds]))
+""")
+    outs = []
+    for hash_seed in ("1", "2"):
+        env = dict(__import__("os").environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(repo_root))
+        res = subprocess.run([sys.executable, str(script)], cwd=repo_root, env=env, capture_output=True, text=True,
+                             timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        outs.append(res.stdout.strip().splitlines()[-1])
+    assert outs[0] == outs[1]
+    assert len(json.loads(outs[0])) > 0
