@@ -46,8 +46,8 @@ def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.9
     """Hann-windowed sinc polyphase kernel, torchaudio's default resampler."""
     base = min(orig, new) * rolloff
     width = math.ceil(width_zeros * orig / base)
-    idx = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
-    t = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new + idx
+    idx = torch.arange(-width, width + orig, dtype=torch.float32)[None, None] / orig
+    t = torch.arange(0, -new, -1, dtype=torch.float32)[:, None, None] / new + idx
     t = (t * base).clamp(-width_zeros, width_zeros)
     window = torch.cos(t * math.pi / width_zeros / 2) ** 2
     t = t * math.pi
