@@ -4,7 +4,6 @@ import json
 import os
 import tarfile
 
-import pytest
 import torch
 
 from common_utils.convert import combine_to_shard, raw_to_shard, shard_to_combine
