@@ -7,7 +7,10 @@ Batch size 1, no augmentation, no shuffling, no random task conversion, no
 length filtering; the model in eval mode, float32, on CPU. One JSON line per
 utterance, in input order:
   {"key", "task", "output_type", "loss", "num_target_tokens"}
-num_target_tokens counts the positions in the loss. An utterance the model
+num_target_tokens counts the positions in the loss. With
+expand_dialogue_prefix, every prefix of a dialogue is written under the
+dialogue's own key (turn 1 first, the whole dialogue last), as upstream's
+pipeline names them. An utterance the model
 cannot take (e.g. too few speech tokens for streaming) is skipped, counted
 and named on stderr.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import re
 import sys
 from collections import Counter
 
@@ -36,6 +40,13 @@ def eval_config(config: dict) -> dict:
     return config
 
 
+_TURN_SUFFIX = re.compile(r"#turn\d+$")  # how the data pipeline names expanded prefixes
+
+
+def upstream_key(key: str) -> str:
+    return _TURN_SUFFIX.sub("", key)
+
+
 def utterance_losses(model, dataset, skipped: Counter):
     for batch in dataset:
         try:
@@ -45,7 +56,7 @@ def utterance_losses(model, dataset, skipped: Counter):
             skipped["model_rejected"] += 1
             print(f"skipped {batch.keys[0]}: {e}", file=sys.stderr)
             continue
-        yield {"key": batch.keys[0], "task": batch.task[0], "output_type": out["output_type"],
+        yield {"key": upstream_key(batch.keys[0]), "task": batch.task[0], "output_type": out["output_type"],
                "loss": float(out["loss"]), "num_target_tokens": int(out["num_tokens"])}
 
 

@@ -106,12 +106,13 @@ def test_multi_turn_dialogue_from_a_shard(setup, tmp_path):
                                                           "keep_final": True}
     conf_path = tmp_path / "expand.yaml"
     conf_path.write_text(yaml.safe_dump(expanded), encoding="utf-8")
-    rows = {r["key"]: r for r in _run(setup, "shard", shard_list, config_path=str(conf_path),
-                                       out_name="dlg.jsonl")}
-    assert sorted(rows) == ["dlg", "dlg#turn1", "dlg#turn2"]
-    assert rows["dlg#turn1"]["output_type"] == "speech2text_token"
-    assert rows["dlg"]["output_type"] == rows["dlg#turn2"]["output_type"] == "speech2text_token_history"
-    assert len({r["loss"] for r in rows.values()}) == 3 and all(np.isfinite(r["loss"]) for r in rows.values())
+    rows = _run(setup, "shard", shard_list, config_path=str(conf_path), out_name="dlg.jsonl")
+    # one line per prefix, all under the dialogue's key (as upstream names them), turn 1 first
+    assert [r["key"] for r in rows] == ["dlg"] * 3
+    assert [r["output_type"] for r in rows] == ["speech2text_token"] + ["speech2text_token_history"] * 2
+    assert len({r["loss"] for r in rows}) == 3 and all(np.isfinite(r["loss"]) for r in rows)
+    # later turns learn longer answers: "third reply" + 60 codes is the last one
+    assert rows[0]["num_target_tokens"] != rows[2]["num_target_tokens"]
 
 
 def test_batch_of_two_is_token_weighted_mean(setup, tmp_path):
