@@ -156,11 +156,6 @@ class OsumDataset(IterableDataset):
             raise ConfigError(f"dataset_conf.feats_type must be log_mel_spectrogram or fbank, got {feats_type!r}")
         feat_conf = dict(conf.get("log_mel_spectrogram_conf") or {})
         if feats_type == "fbank":
-            try:
-                import torchaudio.compliance.kaldi  # noqa: F401
-            except ImportError:
-                raise ConfigError("dataset_conf.feats_type: fbank needs torchaudio (pip install torchaudio "
-                                  "matching your torch); the Whisper encoder uses log_mel_spectrogram") from None
             fb = dict(conf.get("fbank_conf") or {})
             feat_conf = {"num_mel_bins": fb.get("num_mel_bins", 80), "fbank_conf": fb}
         stream = P.compute_features(stream, counter, feats_type=feats_type, **feat_conf)

@@ -3,7 +3,9 @@
 `log_mel` reproduces openai-whisper's `log_mel_spectrogram` (80 bins, n_fft 400,
 hop 160, Whisper's clamp-to-max-8 and (x+4)/4 normalisation), which is what
 upstream computes; `resample` reproduces torchaudio's default windowed-sinc
-resampler (what upstream uses) with plain torch ops, so no torchaudio needed.
+resampler (what upstream uses) with plain torch ops, and `fbank` Kaldi's
+filterbank (upstream's option, torchaudio.compliance.kaldi.fbank's defaults),
+so no torchaudio is needed.
 """
 from __future__ import annotations
 
@@ -120,11 +122,42 @@ def log_mel(wav: torch.Tensor, n_fft: int = 400, hop_length: int = 160, num_mel_
     return ((log_spec + 4.0) / 4.0).transpose(0, 1)
 
 
-def fbank(wav: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 80,
-          frame_length: float = 25, frame_shift: float = 10, dither: float = 0.0) -> torch.Tensor:
-    """Kaldi fbank (upstream's `compute_fbank`, int16-scaled input) -> (frames, bins)."""
-    import torchaudio.compliance.kaldi as kaldi  # optional: only this feature needs torchaudio
+def _kaldi_mel(freq):
+    return 1127.0 * torch.log1p(freq / 700.0)
 
-    return kaldi.fbank(wav * (1 << 15), num_mel_bins=num_mel_bins, frame_length=frame_length,
-                       frame_shift=frame_shift, dither=dither, energy_floor=0.0,
-                       sample_frequency=sample_rate)
+
+@functools.lru_cache(maxsize=4)
+def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_freq: float = 20.0,
+                    high_freq: float = 0.0) -> torch.Tensor:
+    """Kaldi's triangular mel banks (num_bins, padded_window // 2 + 1); the Nyquist column is 0."""
+    nyquist = sample_rate / 2
+    high = high_freq if high_freq > 0 else nyquist + high_freq
+    mel_low, mel_high = _kaldi_mel(torch.tensor(low_freq)), _kaldi_mel(torch.tensor(high))
+    step = (mel_high - mel_low) / (num_bins + 1)
+    b = torch.arange(num_bins, dtype=torch.float32)[:, None]
+    left, center, right = mel_low + b * step, mel_low + (b + 1) * step, mel_low + (b + 2) * step
+    mel = _kaldi_mel(sample_rate / padded_window * torch.arange(padded_window // 2, dtype=torch.float32))[None]
+    banks = torch.clamp(torch.minimum((mel - left) / (center - left), (right - mel) / (right - center)), min=0)
+    return F.pad(banks, (0, 1))
+
+
+def fbank(wav: torch.Tensor, sample_rate: int = 16000, num_mel_bins: int = 80, frame_length: float = 25,
+          frame_shift: float = 10, dither: float = 0.0, preemphasis: float = 0.97, low_freq: float = 20.0,
+          high_freq: float = 0.0) -> torch.Tensor:
+    """Kaldi log-mel filterbank (upstream's `compute_fbank`: int16-scaled input, povey window,
+    snip_edges, DC removal, power spectrum, no energy column) -> (frames, num_mel_bins)."""
+    audio = wav.reshape(-1).float() * (1 << 15)
+    size, shift = int(sample_rate * frame_length / 1000), int(sample_rate * frame_shift / 1000)
+    if audio.numel() < size:
+        return torch.zeros(0, num_mel_bins)
+    frames = audio.unfold(0, size, shift)
+    if dither > 0:
+        frames = frames + dither * torch.randn_like(frames)
+    frames = frames - frames.mean(dim=1, keepdim=True)
+    previous = torch.cat([frames[:, :1], frames[:, :-1]], dim=1)
+    frames = frames - preemphasis * previous
+    frames = frames * torch.hann_window(size, periodic=False).pow(0.85)
+    padded = 1 << (size - 1).bit_length()
+    power = torch.fft.rfft(F.pad(frames, (0, padded - size))).abs().pow(2)
+    mel = power @ kaldi_mel_banks(num_mel_bins, padded, float(sample_rate), low_freq, high_freq).T
+    return torch.clamp(mel, min=torch.finfo(torch.float32).eps).log()

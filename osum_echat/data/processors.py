@@ -474,6 +474,9 @@ def compute_features(samples, counter, *, feats_type="log_mel_spectrogram", n_ff
             continue
         else:
             sample["feat"] = feat_of(wav, sample["sample_rate"])
+            if sample["feat"].size(0) == 0:
+                counter.skip("empty_audio", src, key, "audio gives zero feature frames")
+                continue
         sample["num_samples"] = 0 if wav is None else wav.size(1)
         bad = False
         for turn in sample.get("history") or []:

@@ -56,3 +56,16 @@ def test_mel_filters_match_librosa(n_mels, n_fft, rate):
     librosa = pytest.importorskip("librosa")
     ref = librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels)
     np.testing.assert_allclose(features.mel_filters(n_mels, n_fft, rate).numpy(), ref, atol=1e-7, rtol=0)
+
+
+def test_fbank_frames_and_tone_peak():
+    rate = 16000
+    t = torch.arange(rate, dtype=torch.float64) / rate
+    tone = (0.3 * torch.sin(2 * math.pi * 1000 * t)).float()[None]
+    feat = features.fbank(tone, rate, num_mel_bins=40)
+    assert feat.shape == (1 + (rate - 400) // 160, 40) and torch.isfinite(feat).all()
+    mel = lambda f: 1127 * math.log(1 + f / 700)  # noqa: E731  Kaldi's mel scale
+    step = (mel(rate / 2) - mel(20)) / 41
+    expected_bin = round((mel(1000) - mel(20)) / step) - 1
+    assert abs(int(feat.mean(0).argmax()) - expected_bin) <= 1
+    assert features.fbank(tone[:, :300], rate).shape == (0, 80)  # shorter than one frame

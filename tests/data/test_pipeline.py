@@ -316,3 +316,13 @@ print(json.dumps([[b.keys, b.prompt.tolist(), float(b.feats.sum())] for b in ds]
         outs.append(res.stdout.strip().splitlines()[-1])
     assert outs[0] == outs[1]
     assert len(json.loads(outs[0])) > 0
+
+
+def test_fbank_features_option(twelve, data_config, tiny_tokenizer):
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"]["feats_type"] = "fbank"
+    cfg["dataset_conf"]["fbank_conf"] = {"num_mel_bins": 80, "frame_length": 25, "frame_shift": 10, "dither": 0.0}
+    batches = list(build_dataset(cfg, "raw", str(twelve), tiny_tokenizer))
+    assert sum(len(b) for b in batches) == 12
+    shortest = min(int(b.feats_lengths.min()) for b in batches)
+    assert shortest == 1 + (int(0.2 * 16000) - 400) // 160 and batches[0].feats.shape[-1] == 80
