@@ -19,6 +19,19 @@ one of `split_num` slices of the shuffled order (upstream's sub-epochs).
 Skips: every stage that drops a sample counts it by reason (data/skips.py);
 `skip_counts()` sums the counts of all workers of this process.
 
+Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
+  speech_token_num, prompt_conf_path, expand_dialogue_prefix, other_tokenze_conf
+  (task conversions), filter_conf (+ other_filter_conf; added: banned_words, the
+  other-assistant word list, default processors.OTHER_ASSISTANT_NAMES),
+  resample_conf, feats_type (log_mel_spectrogram | fbank), log_mel_spectrogram_conf,
+  fbank_conf, spec_aug/spec_sub/spec_trim (+ _conf), shuffle/shuffle_conf,
+  sort/sort_conf, batch_conf, multi_num, split_num, data_recover/data_recover_conf;
+  added: mix_weights (four-way mixing). Top level: seed, think_mode (language | tag).
+Determinism: every random choice comes from generators seeded by
+(seed, epoch, rank, worker), so the same epoch gives the same batches in every
+run and a trainer may resume by replaying batches or by `start_index`.
+Skip counts are per process: under DDP sum them over ranks.
+
 Modes: "train" applies shuffling, spec augmentation, task conversions and
 multi_num; "eval" and "infer" apply none of them (same data in the same order
 each time); "infer" also keeps samples the length filters would drop.
