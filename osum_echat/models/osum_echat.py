@@ -276,14 +276,14 @@ class OsumEChat(nn.Module):
         target = target.to(dev) if target is not None else None
         target_lengths = _get(batch, "target_lengths")
         target_lengths = target_lengths.to(dev).long() if target_lengths is not None else None
+        prompt = _get(batch, "prompt")
         if spec.speech_input:
             feats = _get(batch, "feats").to(dev)
             b = feats.size(0)
-        else:
-            b = target.size(0)
+        else:  # text in: the target text (TTS) or the question prompt (text chat)
+            b = (target if target is not None else prompt).size(0)
 
         segments = [self._fixed_text_segment(spec.system_text, b)]
-        prompt = _get(batch, "prompt")
         if spec.uses_prompt and prompt is not None:
             segments.append(self._prompt_segment(prompt.to(dev), _get(batch, "prompt_lengths").to(dev).long()))
         if uses_history(spec):

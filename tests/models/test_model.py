@@ -191,3 +191,15 @@ def test_other_adapters_train(tiny_config, adapter_type, rate):
     out = model(batch)
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and model.down_sample_2 is not None
+
+
+def test_assemble_without_output_is_the_decoding_prompt(model):
+    batch = _batch(model, "text2text")
+    full = model.assemble(batch)
+    batch.update(target=None, target_lengths=None)
+    prompt = model.assemble(batch, with_output=False)
+    width = prompt.inputs_embeds.size(1)
+    torch.testing.assert_close(prompt.inputs_embeds, full.inputs_embeds[:, :width])
+    assert bool((prompt.target == IGNORE_ID).all())
+    tail = model.tokenizer(tasks.ASSISTANT_START)["input_ids"]
+    torch.testing.assert_close(prompt.inputs_embeds[0, -len(tail):], model.embed_tokens(torch.tensor(tail)))
