@@ -92,10 +92,10 @@ def _as_tag(value, default):
 
 def tag_cot(txt: str, extra: dict, rng):
     """Tag-CoT think text built from the sample's paralinguistic labels
-    (upstream processor_tag_think.py). Returns (think, txt) or None without a question."""
-    question = extra.get("q_txt", extra.get("question"))
+    (upstream processor_tag_think.py). Returns (think, txt); the caller checks a question exists."""
+    question = extra.get("q_txt")
     if question is None:
-        return None
+        question = extra.get("question")
     unk = rng.random() < 0.85  # upstream: missing labels become "<&&>" (no loss) 85% of the time
     fill = (lambda d: task_table.NO_EOS_SUFFIX) if unk else (lambda d: d)
     emotion, _ = split_leading_tag(txt)
@@ -156,7 +156,6 @@ def _extra_dict(sample) -> dict:
     return extra if isinstance(extra, dict) else {}
 
 
-
 def wrap_speech_tokens(tokens, speech_token_num: int):
     """Validated speech tokens wrapped with the speech bos/eos code (speech_token_num - 1).
 
@@ -210,6 +209,57 @@ def _has_think_source(extra, think_mode):
     return "think_str" in extra
 
 
+def _task_of(sample, prompts):
+    """The sample's TaskSpec (aliases, history variant, prompt_config-only tags), or None."""
+    tag = task_table.normalize_tag(sample.get("task") or task_table.DEFAULT_TASK)
+    spec = task_table.get_task(tag, has_history=bool(sample.get("history")))
+    if spec is None and tag in prompts:
+        spec = task_table.generic_understanding(tag)
+    return spec, tag
+
+
+def _patch_text(txt, spec):
+    """Upstream's label fixes: one line; coarse age classes; style names mapped to its classes."""
+    txt = txt.replace("\n", " ")
+    if "<AGE>" in spec.tag:
+        for old, new in AGE_MAP.items():
+            txt = txt.replace(old, new)
+    if "<STYLE>" in spec.tag:
+        for old, new in STYLE_MAP.items():
+            txt = txt.replace(f"<{old}>", f"<{new}>")
+    return txt
+
+
+def _missing_field(spec, sample, extra, think_mode):
+    for need in spec.needs:
+        if need == "think_str" and think_mode == "tag":
+            if extra.get("q_txt") is None and extra.get("question") is None:
+                return "question (or q_txt)"
+        elif need == "speech_token":
+            if "speech_token" not in extra and "speech_token" not in sample:
+                return need
+        elif need not in extra:
+            return need
+    return None
+
+
+def _target_text(txt, spec, extra, think_mode, rng):
+    """Think wrapping and leading-tag handling of the two chain-of-thought styles."""
+    if think_mode == "tag":
+        if spec.tag in TAG_COT_CHAT_TASKS and split_leading_tag(txt)[0] is None:
+            txt = NEUTRAL_TAG + txt
+        if spec.think:
+            think, txt = tag_cot(txt, extra, rng)
+            txt = f"{task_table.THINK_OPEN}{think}{task_table.THINK_CLOSE}{txt}"
+        return txt
+    # upstream quirk (processor.py, language-CoT): a leading "<tag>" is cut
+    # from every target, whatever the task - "<HAPPY>" alone becomes "".
+    _, txt = split_leading_tag(txt)
+    if spec.think:
+        txt = f"{task_table.THINK_OPEN}{extra['think_str']}{task_table.THINK_CLOSE}{txt}"
+    return txt
+
+
 def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: int, rng,
              conf: dict | None = None, think_mode: str = "language", banned_words=OTHER_ASSISTANT_NAMES):
     """Turn txt/task/extra into label ids, prompt ids, speech tokens and an output_type, by the task table."""
@@ -219,74 +269,40 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
     banned = re.compile("|".join(re.escape(w) for w in banned_words if w)) if banned_words else None
     for sample in samples:
         key, src = sample.get("key"), sample.get("src", "?")
-        extra = _extra_dict(sample)
-        sample["extra"] = extra
-        tag = task_table.normalize_tag(sample.get("task") or task_table.DEFAULT_TASK)
-        spec = task_table.get_task(tag, has_history=bool(sample.get("history")))
+        extra = sample["extra"] = _extra_dict(sample)
+        spec, tag = _task_of(sample, prompts)
         if spec is None:
-            if tag not in prompts:
-                counter.skip("unknown_task", src, key, f"task {tag!r} is not in the task table (osum_echat/tasks.py)")
-                continue
-            spec = task_table.generic_understanding(tag)
-        txt = sample.get("txt") or ""
-        if not isinstance(txt, str):
-            txt = str(txt)
-        if banned is not None and banned.search(txt):
-            counter.skip("other_assistant", src, key, f"target names {banned.search(txt).group()!r}")
+            counter.skip("unknown_task", src, key, f"task {tag!r} is not in the task table (osum_echat/tasks.py)")
             continue
-        txt = txt.replace("\n", " ")
-        if "<AGE>" in spec.tag:
-            for old, new in AGE_MAP.items():
-                txt = txt.replace(old, new)
-        if "<STYLE>" in spec.tag:
-            for old, new in STYLE_MAP.items():
-                txt = txt.replace(f"<{old}>", f"<{new}>")
-
-        spec, txt = _convert(spec, txt, extra, conf, rng, think_mode)
+        txt = str(sample.get("txt") or "")
+        named = banned.search(txt) if banned is not None else None
+        if named:
+            counter.skip("other_assistant", src, key, f"target names {named.group()!r}")
+            continue
+        spec, txt = _convert(spec, _patch_text(txt, spec), extra, conf, rng, think_mode)
         if txt is None:
             counter.skip("no_target", src, key, f"nothing to keep for {spec.tag} in the target text")
             continue
-
-        needs = [n for n in spec.needs if not (n == "think_str" and think_mode == "tag")]
-        if spec.think and think_mode == "tag":
-            needs.append("question")
-        missing = [n for n in needs if n not in extra and not (n == "speech_token" and "speech_token" in sample)
-                   and not (n == "question" and "q_txt" in extra)]
+        missing = _missing_field(spec, sample, extra, think_mode)
         if missing:
-            counter.skip("missing_field", src, key, f"task {spec.tag} needs extra.{missing[0]}")
+            counter.skip("missing_field", src, key, f"task {spec.tag} needs extra.{missing}")
             continue
-
-        if think_mode == "tag":
-            if spec.tag in TAG_COT_CHAT_TASKS:
-                tag0, _ = split_leading_tag(txt)
-                if tag0 is None:
-                    txt = NEUTRAL_TAG + txt
-            if spec.think:
-                think, txt = tag_cot(txt, extra, rng)
-                txt = f"{task_table.THINK_OPEN}{think}{task_table.THINK_CLOSE}{txt}"
-        else:
-            # upstream quirk (processor.py, language-CoT): a leading "<tag>" is cut
-            # from every target, whatever the task - "<HAPPY>" alone becomes "".
-            _, txt = split_leading_tag(txt)
-            if spec.think:
-                txt = f"{task_table.THINK_OPEN}{extra['think_str']}{task_table.THINK_CLOSE}{txt}"
-
+        txt = _target_text(txt, spec, extra, think_mode, rng)
         label = tokenizer.encode(normalize_text(txt, spec.lowercase), add_special_tokens=False)
         if not txt.endswith(task_table.NO_EOS_SUFFIX):
-            label = label + [eos]
+            label.append(eos)
 
         # upstream quirk: whenever extra has a "question" it is the prompt, whatever the task
         if "question" in extra:
-            prompt = extra.get("question") or ""
-            if not prompt:
+            if not extra["question"]:
                 counter.skip("missing_field", src, key, "extra.question is empty")
                 continue
-            sample["prompt"] = tokenizer.encode(prompt, add_special_tokens=False)
+            sample["prompt"] = tokenizer.encode(str(extra["question"]), add_special_tokens=False)
         else:
-            choices = prompt_ids.get(spec.tag)
-            if choices is None:
-                choices = prompt_ids[spec.tag] = [tokenizer.encode(p, add_special_tokens=False)
-                                                  for p in prompts.get(spec.tag) or []]
+            if spec.tag not in prompt_ids:
+                prompt_ids[spec.tag] = [tokenizer.encode(p, add_special_tokens=False)
+                                        for p in prompts.get(spec.tag) or []]
+            choices = prompt_ids[spec.tag]
             sample["prompt"] = list(choices[rng.randrange(len(choices))]) if choices else []
 
         sample["speech_token"] = []
@@ -299,16 +315,11 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
                 counter.skip("bad_speech_token", src, key, err)
                 continue
             sample["speech_token"] = wrapped
-        bad_turn = _history_tokens(sample, extra, speech_token_num)
-        if bad_turn:
-            counter.skip("bad_speech_token", src, key, bad_turn)
+        err = _history_tokens(sample, extra, speech_token_num)
+        if err:
+            counter.skip("bad_speech_token", src, key, err)
             continue
-
-        sample["task"] = spec.tag
-        sample["spec"] = spec
-        sample["output_type"] = spec.output_type
-        sample["txt"] = txt
-        sample["label"] = label
+        sample.update(task=spec.tag, spec=spec, output_type=spec.output_type, txt=txt, label=label)
         yield sample
 
 
