@@ -326,3 +326,11 @@ def test_fbank_features_option(twelve, data_config, tiny_tokenizer):
     assert sum(len(b) for b in batches) == 12
     shortest = min(int(b.feats_lengths.min()) for b in batches)
     assert shortest == 1 + (int(0.2 * 16000) - 400) // 160 and batches[0].feats.shape[-1] == 80
+
+
+def test_inspect_data_names_a_missing_list(tmp_path, capsys, repo_root):
+    with pytest.raises(SystemExit) as exc:
+        inspect_data.main(["--config", str(repo_root / "conf/tiny_ct_config.yaml"), "--data_type", "raw",
+                           "--data", str(tmp_path / "nope.list")])
+    assert exc.value.code == 2
+    assert "nope.list" in capsys.readouterr().err

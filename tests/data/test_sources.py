@@ -130,3 +130,14 @@ def test_data_yaml_expansion_is_seeded_and_weighted(tmp_path):
     out.write_text("".join(x + "\n" for x in lines))
     kinds = {e.kind for e in read_entries(str(out), "shard")}
     assert kinds == {"shard", "combine"}
+
+
+def test_convert_cli(corpus, tmp_path, capsys):
+    from common_utils import convert
+
+    corpus.add("a")
+    corpus.add("b", task="<TEXT2TOKEN>", wav=False, extra={"speech_token": [1, 2, 3]})
+    convert.main(["raw2shard", "--data", str(corpus.write()), "--out", str(tmp_path / "s")])
+    summary = json.loads(capsys.readouterr().out)
+    samples, skipped = samples_of(summary["list"], "shard")
+    assert [s["key"] for s in samples] == ["a", "b"] and samples[1]["audio"] is None and not skipped
