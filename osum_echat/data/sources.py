@@ -13,7 +13,9 @@ combine  combines_list.txt (jsonl metadata lists) + combines_tar_root.txt
          (folder of audio-only tars); the tar of a list is
          <tar_root>/<list stem>.tar. One entry = one (jsonl, tar) pair.
          Lines "META|TAR" (and "-|TAR" for a plain shard), as written by
-         upstream's data-yaml tool, are read too.
+         upstream's data-yaml tool, are read too, and so are raw jsonl lines
+         (a list mixing the formats, as osum_echat/train/data_lists.py writes;
+         relative wav paths there follow the rule below).
 
 Relative paths (list lines, wav paths, tar root) resolve against `root` when
 the user gives one; otherwise against the folder of the file that names them,
@@ -101,7 +103,9 @@ def _pipe_entries(list_path: str, base: str, root: str | None) -> list:
     out = []
     for n, line in _lines(list_path):
         where = f"{list_path}:{n}"
-        if "|" in line:
+        if line.startswith("{"):  # a raw jsonl line in a mixed list (data yaml output)
+            out.append(Entry("raw", line, base=base, where=where))
+        elif "|" in line:
             meta, tar = line.split("|", 1)
             tar = resolve(tar, root, base)
             if meta.strip() == "-":

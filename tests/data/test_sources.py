@@ -1,4 +1,5 @@
 """List reading, path resolution and the three formats, plus the converters between them."""
+import collections
 import io
 import json
 import os
@@ -7,7 +8,7 @@ import tarfile
 import torch
 
 from common_utils.convert import combine_to_shard, raw_to_shard, shard_to_combine
-from common_utils.load_data_yaml import expand_data_yaml
+from common_utils.load_data_yaml import yaml_to_list
 from osum_echat.data import features
 from osum_echat.data.skips import SkipCounter
 from osum_echat.data.sources import read_entries, read_entry, resolve
@@ -108,28 +109,28 @@ def test_converters_round_trip(corpus, tmp_path):
         assert got[1]["lang"] == "en"
 
 
-def test_data_yaml_expansion_is_seeded_and_weighted(tmp_path):
+def test_data_yaml_list_reads_as_shard_entries(tmp_path, corpus):
     (tmp_path / "s").mkdir()
     (tmp_path / "s" / "shards_list.txt").write_text("".join(f"/d/t{i}.tar\n" for i in range(10)))
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "combines_list.txt").write_text("/m/x.list\n/m/y.list\n")
     (tmp_path / "c" / "combines_tar_root.txt").write_text("/tars/\n")
+    corpus.add("r1")
+    raw = corpus.write()
     spec = tmp_path / "data.yaml"
     spec.write_text(f"a: {{path: {tmp_path}/s/shards_list.txt, weight: 2}}\n"
                     f"b: {{path: {tmp_path}/c/combines_list.txt}}\n"
-                    f"c: {{path: {tmp_path}/s/shards_list.txt, weight: 0.3}}\n"
-                    f"d: {{path: {tmp_path}/nothing.txt}}\n")
-    lines, problems = expand_data_yaml(str(spec), seed=1)
-    again, _ = expand_data_yaml(str(spec), seed=1)
-    other, _ = expand_data_yaml(str(spec), seed=2)
-    assert lines == again and lines != other and len(lines) == len(other)
-    assert len(lines) == 20 + 2 + 3 and len(problems) == 1 and "nothing.txt" in problems[0]
-    assert "/m/x.list|/tars/x.tar" in lines and lines.count("-|/d/t0.tar") >= 2
-    # the expanded list reads as shard entries, combine pairs included
+                    f"c: {{path: {raw}}}\n")
     out = tmp_path / "train.list"
-    out.write_text("".join(x + "\n" for x in lines))
-    kinds = {e.kind for e in read_entries(str(out), "shard")}
-    assert kinds == {"shard", "combine"}
+    assert yaml_to_list(str(spec), str(out), seed=1) == 20 + 2 + 1
+    entries = read_entries(str(out), "shard")
+    kinds = collections.Counter(e.kind for e in entries)
+    assert kinds == {"shard": 20, "combine": 2, "raw": 1}
+    combine = next(e for e in entries if e.kind == "combine")
+    assert (combine.meta, combine.value) in {("/m/x.list", "/tars/x.tar"), ("/m/y.list", "/tars/y.tar")}
+    raw_entry = next(e for e in entries if e.kind == "raw")
+    (sample,) = list(read_entry(raw_entry, SkipCounter(max_workers=0)))
+    assert sample["key"] == "r1" and os.path.exists(sample["audio"])
 
 
 def test_convert_cli(corpus, tmp_path, capsys):
