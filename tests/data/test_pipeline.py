@@ -310,12 +310,16 @@ print(json.dumps([[b.keys, b.prompt.tolist(), float(b.feats.sum())] for b in ds]
     outs = []
     for hash_seed in ("1", "2"):
         env = dict(__import__("os").environ, PYTHONHASHSEED=hash_seed, PYTHONPATH=str(repo_root))
-        res = subprocess.run([sys.executable, str(script)], cwd=repo_root, env=env, capture_output=True, text=True,
-                             timeout=120)
-        assert res.returncode == 0, res.stderr[-2000:]
-        outs.append(res.stdout.strip().splitlines()[-1])
-    assert outs[0] == outs[1]
-    assert len(json.loads(outs[0])) > 0
+        res = subprocess.Popen([sys.executable, str(script)], cwd=repo_root, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+        outs.append(res)
+    results = []
+    for res in outs:
+        out, err = res.communicate(timeout=120)
+        assert res.returncode == 0, err[-2000:]
+        results.append(out.strip().splitlines()[-1])
+    assert results[0] == results[1]
+    assert len(json.loads(results[0])) > 0
 
 
 def test_fbank_features_option(twelve, data_config, tiny_tokenizer):
