@@ -94,12 +94,13 @@ class TaskSpec:
       think         target is wrapped as <think>...<think end>answer
       speech_output speech tokens are a training target (wrapped with
                     speech_token_num-1 at both ends)
-      prompt_from   "config" (random pick from prompt_config.yaml),
-                    "question" (extra.question, TEXT2TEXT) or "none"
       only_x        tag this task turns into under the "only X" conversion
       only_x_take   how the target is cut for it: "first_tag" | "answer"
       streaming_tag / think_tag   tag used by the random streaming / think
                     conversions (None: not convertible)
+    The user prompt of every sample is extra.question when the sample has one
+    (upstream does so whatever the task), else a seeded pick from the tag's
+    prompts in conf/prompt_config.yaml, else none.
     Model side:
       system_prompt the upstream system sentence for this output_type
       uses_prompt   the user prompt embeds go into the sequence
@@ -114,7 +115,6 @@ class TaskSpec:
     lowercase: bool = False
     think: bool = False
     speech_output: bool = False
-    prompt_from: str = "config"
     only_x: Optional[str] = None
     only_x_take: Optional[str] = None
     streaming_tag: Optional[str] = None
@@ -168,13 +168,12 @@ _ROWS = [
     TaskSpec("<S2TCHAT_FAKE>", "s2t_chat_fake"),
     # text -> text chat: the question is the user prompt
     TaskSpec("<TEXT2TEXT>", "text2text", input="text", needs=("question",),
-             prompt_from="question", uses_prompt=True),
+             uses_prompt=True),
     # TTS: the text is the input, speech tokens the target
     TaskSpec("<TEXT2TOKEN>", "text2token", input="text", needs=("speech_token",),
-             speech_output=True, text_target=False, prompt_from="none",
-             streaming_tag="<TEXT2TOKEN> <STREAMING>"),
+             speech_output=True, text_target=False, streaming_tag="<TEXT2TOKEN> <STREAMING>"),
     TaskSpec("<TEXT2TOKEN> <STREAMING>", "text2token_streaming", input="text",
-             needs=("speech_token",), speech_output=True, prompt_from="none", streaming=True),
+             needs=("speech_token",), speech_output=True, streaming=True),
     # speech -> text + speech tokens
     TaskSpec("<S2TCHAT> <TEXT2TOKEN>", "speech2text_token", needs=("speech_token",),
              speech_output=True, streaming_tag="<S2TCHAT> <TEXT2TOKEN> <STREAMING>",
