@@ -338,3 +338,18 @@ def test_inspect_data_names_a_missing_list(tmp_path, capsys, repo_root):
                            "--data", str(tmp_path / "nope.list")])
     assert exc.value.code == 2
     assert "nope.list" in capsys.readouterr().err
+
+
+def test_sub_epochs_and_multi_num(twelve, data_config, tiny_tokenizer):
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"].update(shuffle=True, split_num=3, multi_num=1)
+    ds = build_dataset(cfg, "raw", str(twelve), tiny_tokenizer)
+    parts = []
+    for epoch in range(3):  # one full pass over the shuffled list in three sub-epochs
+        ds.set_epoch(epoch)
+        parts.append(ds.epoch_order())
+    assert sorted(i for p in parts for i in p) == list(range(12)) and all(len(p) == 4 for p in parts)
+    cfg["dataset_conf"].update(split_num=1, multi_num=2)
+    ds = build_dataset(cfg, "raw", str(twelve), tiny_tokenizer)
+    assert sorted(ds.epoch_order()) == sorted(list(range(12)) * 2)
+    assert sorted(build_dataset(cfg, "raw", str(twelve), tiny_tokenizer, mode="eval").epoch_order()) == list(range(12))
