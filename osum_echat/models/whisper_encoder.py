@@ -112,11 +112,11 @@ class SelfAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.heads, -1).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """key_mask: (B, T) bool, True where the frame is real."""
+    def forward(self, x: torch.Tensor, key_mask) -> torch.Tensor:
+        """key_mask: (B, T) bool, True where the frame is real; None when all are."""
         q, k, v = self._split(self.linear_q(x)), self._split(self.linear_k(x)), self._split(self.linear_v(x))
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=key_mask[:, None, None, :],
+            q, k, v, attn_mask=None if key_mask is None else key_mask[:, None, None, :],
             dropout_p=self.dropout if self.training else 0.0)
         return self.linear_out(out.transpose(1, 2).reshape(x.shape))
 
@@ -179,11 +179,12 @@ class TransformerEncoder(nn.Module):
         """xs (B, T, D), xs_lens (B,) -> (B, T', dim) and valid mask (B, T')."""
         mask = torch.arange(xs.size(1), device=xs.device)[None, :] < xs_lens.to(xs.device)[:, None]
         xs, mask = self.embed(xs, mask)
+        key_mask = None if bool(mask.all()) else mask  # unmasked attention has faster kernels
         for block in self.encoders:
             if self.gradient_checkpointing and self.training:
-                xs = ckpt.checkpoint(block, xs, mask, use_reentrant=False)
+                xs = ckpt.checkpoint(block, xs, key_mask, use_reentrant=False)
             else:
-                xs = block(xs, mask)
+                xs = block(xs, key_mask)
         if self.normalize_before:
             xs = self.after_norm(xs)
         return xs, mask
