@@ -84,6 +84,12 @@ class OsumDataset(IterableDataset):
         if self.think_mode not in ("language", "tag"):
             raise ConfigError(f"think_mode must be 'language' or 'tag', got {self.think_mode!r}")
         self.speech_token_num = int(self.conf.get("speech_token_num", config.get("speech_token_num", 1)))
+        feats_type = self.conf.get("feats_type", "log_mel_spectrogram")
+        if feats_type not in ("log_mel_spectrogram", "fbank"):
+            raise ConfigError(f"dataset_conf.feats_type must be log_mel_spectrogram or fbank, got {feats_type!r}")
+        batch_type = (self.conf.get("batch_conf") or {}).get("batch_type", "static")
+        if batch_type not in ("static", "dynamic"):
+            raise ConfigError(f"dataset_conf.batch_conf.batch_type must be static or dynamic, got {batch_type!r}")
         if self.conf.get("speed_perturb", False):
             raise ConfigError("dataset_conf.speed_perturb: true is not supported; set it to false")
         self.mode, self.only, self.root = mode, only, root
@@ -165,8 +171,6 @@ class OsumDataset(IterableDataset):
                                   fiter_txt_is_None=other.get("fiter_txt_is_None", False), **filter_conf)
         stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}))
         feats_type = conf.get("feats_type", "log_mel_spectrogram")
-        if feats_type not in ("log_mel_spectrogram", "fbank"):
-            raise ConfigError(f"dataset_conf.feats_type must be log_mel_spectrogram or fbank, got {feats_type!r}")
         feat_conf = dict(conf.get("log_mel_spectrogram_conf") or {})
         if feats_type == "fbank":
             fb = dict(conf.get("fbank_conf") or {})

@@ -353,3 +353,14 @@ def test_sub_epochs_and_multi_num(twelve, data_config, tiny_tokenizer):
     ds = build_dataset(cfg, "raw", str(twelve), tiny_tokenizer)
     assert sorted(ds.epoch_order()) == sorted(list(range(12)) * 2)
     assert sorted(build_dataset(cfg, "raw", str(twelve), tiny_tokenizer, mode="eval").epoch_order()) == list(range(12))
+
+
+@pytest.mark.parametrize("key,value", [("feats_type", "mfcc"), ("speed_perturb", True),
+                                       ("batch_conf", {"batch_type": "bucket"})])
+def test_config_mistakes_fail_before_reading_data(twelve, data_config, tiny_tokenizer, key, value):
+    from osum_echat.config import ConfigError
+
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"][key] = value
+    with pytest.raises(ConfigError, match=key.split("_conf")[0]):
+        build_dataset(cfg, "raw", str(twelve), tiny_tokenizer)
