@@ -157,8 +157,8 @@ def bench_encoder(device: str) -> None:
             best = min(best, time.perf_counter() - t)
         return best
 
-    t_model = timed(run)
-    t_mm = timed(lambda: torch.matmul(a, b))
+    t_model = timed(run, reps=2)
+    t_mm = timed(lambda: torch.matmul(a, b), reps=2)
     print(f"\n[3] encoder (24 x 1024) + adapter forward, 30 s audio, fp32, {device}: "
           f"{flops / 1e12:.2f} TFLOP")
     print(f"{'encoder+adapter':18s}{t_model:8.2f} s  {flops / t_model / 1e9:8.1f} GFLOP/s")
