@@ -221,8 +221,9 @@ def get_task(tag: str, has_history: bool = False) -> Optional[TaskSpec]:
 
 
 def generic_understanding(tag: str) -> TaskSpec:
-    """Row for a tag absent from the table but listed in prompt_config
-    (upstream treats any unknown tag as a speech -> text task)."""
+    """Row for any tag absent from the table: upstream trains every tag it does
+    not know as output_type "text" (speech in, text out); its user prompt comes
+    from prompt_config when the tag is listed there, else there is none."""
     return _understanding(normalize_tag(tag))
 
 

@@ -17,7 +17,9 @@ once per epoch across ranks x workers. With `split_num` > 1 an epoch reads
 one of `split_num` slices of the shuffled order (upstream's sub-epochs).
 
 Skips: every stage that drops a sample counts it by reason (data/skips.py);
-`skip_counts()` sums the counts of all workers of this process.
+`skip_counts()` sums the counts of all workers of this process. Kept samples
+worth knowing about (a task tag not in the task table, trained as speech ->
+text like upstream) are counted by `note_counts()`.
 
 Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
   speech_token_num, prompt_conf_path, expand_dialogue_prefix, other_tokenze_conf
@@ -197,6 +199,10 @@ class OsumDataset(IterableDataset):
 
     def skip_counts(self) -> dict:
         return self.counter.counts()
+
+    def note_counts(self) -> dict:
+        """Samples kept but noted, e.g. {"unknown_task": 2} (data/skips.py NOTES)."""
+        return self.counter.notes()
 
 
 def build_dataset(config: dict, data_type: str, data_lists, tokenizer, *, root: Optional[str] = None,

@@ -44,3 +44,6 @@ class MixedDataset(IterableDataset):
 
     def skip_counts(self) -> dict:
         return self.counter.counts() if self.counter is not None else {}
+
+    def note_counts(self) -> dict:
+        return self.counter.notes() if self.counter is not None else {}

@@ -18,7 +18,10 @@ import torch
 
 from .. import tasks as task_table
 from . import features
+from ..utils import get_logger
 from .batch import Batch
+
+log = get_logger("osum_echat.data")
 
 # --------------------------------------------------------------------------- text helpers
 
@@ -209,13 +212,14 @@ def _has_think_source(extra, think_mode):
     return "think_str" in extra
 
 
-def _task_of(sample, prompts):
-    """The sample's TaskSpec (aliases, history variant, prompt_config-only tags), or None."""
+def _task_of(sample):
+    """(TaskSpec, known): the table row (aliases and history variant resolved),
+    or for a tag not in the table the generic speech -> text row and False."""
     tag = task_table.normalize_tag(sample.get("task") or task_table.DEFAULT_TASK)
     spec = task_table.get_task(tag, has_history=bool(sample.get("history")))
-    if spec is None and tag in prompts:
-        spec = task_table.generic_understanding(tag)
-    return spec, tag
+    if spec is None:
+        return task_table.generic_understanding(tag), False
+    return spec, True
 
 
 def _patch_text(txt, spec):
@@ -266,14 +270,20 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
     conf = conf or {}
     eos = tokenizer.eos_token_id
     prompt_ids = {}  # tag -> encoded prompts, filled on first use
+    unknown_seen = set()  # unknown tags already warned about
     banned = re.compile("|".join(re.escape(w) for w in banned_words if w)) if banned_words else None
     for sample in samples:
         key, src = sample.get("key"), sample.get("src", "?")
         extra = sample["extra"] = _extra_dict(sample)
-        spec, tag = _task_of(sample, prompts)
-        if spec is None:
-            counter.skip("unknown_task", src, key, f"task {tag!r} is not in the task table (osum_echat/tasks.py)")
-            continue
+        spec, known = _task_of(sample)
+        if not known:
+            counter.note("unknown_task")
+            if spec.tag not in unknown_seen:
+                unknown_seen.add(spec.tag)
+                prompt = "a user prompt from" if spec.tag in prompts else "no user prompt: not in"
+                log.warning(f"task {spec.tag!r} in {src} is not in the task table (osum_echat/tasks.py); "
+                            f"trained as speech -> text (output_type 'text') like upstream, with {prompt} "
+                            f"prompt_conf_path (warned once per tag)")
         txt = str(sample.get("txt") or "")
         named = banned.search(txt) if banned is not None else None
         if named:

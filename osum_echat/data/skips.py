@@ -4,6 +4,10 @@ Bad input never stops a run: the stage that finds it calls
 `counter.skip(reason, where, key, detail)`, which logs one warning naming the
 list/tar, the key and the reason, and adds one to that reason's count.
 
+Samples that are kept but handled in a way worth knowing about are counted
+the same way with `counter.note(name)` (no log line; the caller logs once) and
+read with `counter.notes()`; they are not skips.
+
 Counts live in a small shared-memory table (one row per dataloader worker), so
 `counter.counts()` in the main process sees the skips of every worker.
 """
@@ -27,7 +31,6 @@ REASONS = (
     "empty_audio",         # zero samples / zero frames
     "nan_audio",           # NaN or Inf in the waveform
     "bad_history",         # history turns with gaps or unreadable audio
-    "unknown_task",        # a task tag neither in the task table nor in prompt_config
     "missing_field",       # a field the task needs (speech_token, think_str, question ...)
     "bad_speech_token",    # speech tokens that are not integers or out of range
     "other_assistant",     # target text names another assistant (filter word list)
@@ -40,7 +43,11 @@ REASONS = (
     "label_speech_ratio",  # text longer than 0.8 x speech tokens (upstream's check)
     "seq_too_long",        # estimated LLM sequence longer than max_seq_len
 )
-_INDEX = {r: i for i, r in enumerate(REASONS)}
+# Kept samples worth counting (not skips).
+NOTES = (
+    "unknown_task",        # a tag not in the task table, trained as speech -> text (upstream does so)
+)
+_INDEX = {r: i for i, r in enumerate(REASONS + NOTES)}
 
 
 def _row() -> int:
@@ -52,7 +59,7 @@ class SkipCounter:
     """Per-reason skip counts shared between the main process and its workers."""
 
     def __init__(self, max_workers: int = 64):
-        self.table = torch.zeros(max_workers + 1, len(REASONS), dtype=torch.int64).share_memory_()
+        self.table = torch.zeros(max_workers + 1, len(REASONS) + len(NOTES), dtype=torch.int64).share_memory_()
 
     def skip(self, reason: str, where: str, key: str | None, detail: str = "") -> None:
         row = min(_row(), self.table.size(0) - 1)
@@ -64,12 +71,23 @@ class SkipCounter:
             msg += f": {detail}"
         log.warning(msg)
 
+    def note(self, name: str) -> None:
+        row = min(_row(), self.table.size(0) - 1)
+        self.table[row, _INDEX[name]] += 1
+
     def counts(self) -> dict:
+        """Skips per reason (reasons never hit are left out)."""
         totals = self.table.sum(dim=0).tolist()
         return {r: int(n) for r, n in zip(REASONS, totals) if n}
 
+    def notes(self) -> dict:
+        """Kept-but-noted samples per name (see NOTES)."""
+        totals = self.table[:, len(REASONS):].sum(dim=0).tolist()
+        return {r: int(n) for r, n in zip(NOTES, totals) if n}
+
     def total(self) -> int:
-        return int(self.table.sum())
+        """Skipped samples (notes not included)."""
+        return int(self.table[:, :len(REASONS)].sum())
 
     def reset(self) -> None:
         self.table.zero_()

@@ -57,7 +57,7 @@ def test_mixed_valid_and_broken_raw_list(corpus, wav_writer, capsys, repo_root):
     corpus.add("bad_tok", task="<S2TCHAT> <TEXT2TOKEN>", extra={"speech_token": [1, 2, 100000]})
     corpus.add("str_tok", task="<TEXT2TOKEN>", wav=False, extra={"speech_token": ["a", "b"]})
     corpus.add("who", task="<TRANSCRIBE>", txt="I am ChatGPT")
-    corpus.add("what", task="<DANCE>")
+    valid.append(corpus.add("what", task="<DANCE>")["key"])  # unknown tag: speech -> text, as upstream
     path = corpus.write()
 
     rows, summary = run_inspect(capsys, repo_root / "conf/tiny_ct_config.yaml", "raw", path,
@@ -65,11 +65,12 @@ def test_mixed_valid_and_broken_raw_list(corpus, wav_writer, capsys, repo_root):
     assert sorted(r["key"] for r in rows) == sorted(valid)
     assert summary == {"samples": len(valid), "skipped": {
         "bad_json": 1, "no_key": 1, "missing_audio": 1, "missing_file": 1, "empty_audio": 1, "nan_audio": 1,
-        "bad_audio": 1, "missing_field": 3, "bad_speech_token": 2, "other_assistant": 1, "unknown_task": 1}}
+        "bad_audio": 1, "missing_field": 3, "bad_speech_token": 2, "other_assistant": 1}}
     by_key = {r["key"]: r for r in rows}
     assert by_key["tts"]["num_frames"] == 0 and by_key["tts"]["num_speech_tokens"] == len(TOKENS) + 2
     assert by_key["asr0"]["num_frames"] == 8000 // 160
     assert by_key["s2s"]["output_type"] == "speech2text_token"
+    assert by_key["what"]["output_type"] == "text"
 
 
 def _make_tar(path, members):

@@ -1,4 +1,5 @@
 """The task-table-driven tokenize stage on hand-made samples."""
+import logging
 import random
 
 import pytest
@@ -90,7 +91,6 @@ def test_tag_think_builds_the_label_template(tiny_tokenizer):
     ({"task": "<TEXT2TOKEN>", "extra": {"speech_token": [1, "x", 3]}}, "bad_speech_token"),
     ({"task": "<TEXT2TOKEN>", "extra": {"speech_token": [1, -2, 3]}}, "bad_speech_token"),
     ({"task": "<TEXT2TOKEN>", "extra": {"speech_token": []}}, "bad_speech_token"),
-    ({"task": "<NOT A TASK>"}, "unknown_task"),
     ({"task": "<TRANSCRIBE>", "txt": "I am ChatGPT"}, "other_assistant"),
 ])
 def test_broken_samples_are_skipped_with_a_reason(tiny_tokenizer, sample, reason):
@@ -98,6 +98,42 @@ def test_broken_samples_are_skipped_with_a_reason(tiny_tokenizer, sample, reason
     out, skipped = run(tiny_tokenizer, [dict(good), {"key": "bad", "txt": "x", **sample}, dict(good, key="ok2")])
     assert [s["key"] for s in out] == ["ok", "ok2"]
     assert skipped == {reason: 1}
+
+
+@pytest.fixture
+def data_log():
+    """Records of the osum_echat.data logger (it does not propagate to pytest's caplog)."""
+    records = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("osum_echat.data")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def test_unknown_tags_train_as_speech_to_text_with_one_warning_per_tag(tiny_tokenizer, data_log):
+    samples = [{"key": f"d{i}", "txt": "Step Left", "task": "<DANCE>", "src": "my.list"} for i in range(3)]
+    samples += [{"key": "s", "txt": "x", "task": "<SING>", "src": "my.list"},
+                {"key": "m", "txt": "y", "task": "<MYTAG>"},  # unknown to the table, listed in the prompt file
+                {"key": "t", "txt": "z", "task": "<TRANSCRIBE>"}]
+    counter = SkipCounter(max_workers=0)
+    out = list(P.tokenize(iter(samples), tiny_tokenizer, counter, prompts=PROMPTS, speech_token_num=N,
+                          rng=random.Random(0)))
+    assert [s["key"] for s in out] == ["d0", "d1", "d2", "s", "m", "t"]
+    by_key = {s["key"]: s for s in out}
+    for key in ("d0", "s", "m"):
+        assert by_key[key]["output_type"] == "text" and by_key[key]["spec"].speech_input
+        assert by_key[key]["speech_token"] == []
+    assert by_key["d0"]["task"] == "<DANCE>" and by_key["d0"]["prompt"] == []
+    assert decode(tiny_tokenizer, by_key["d0"]["label"][:-1]) == "Step Left"  # not lower-cased
+    assert decode(tiny_tokenizer, by_key["m"]["prompt"]) == "custom"
+    assert counter.counts() == {} and counter.total() == 0
+    assert counter.notes() == {"unknown_task": 5}
+    warned = [r.getMessage() for r in data_log]
+    assert len(warned) == 3
+    assert "'<DANCE>'" in warned[0] and "my.list" in warned[0] and "no user prompt" in warned[0]
+    assert "'<SING>'" in warned[1] and "'<MYTAG>'" in warned[2]
 
 
 def test_aliases_history_and_prompt_config_only_tags(tiny_tokenizer):
