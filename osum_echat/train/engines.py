@@ -156,6 +156,7 @@ class DeepSpeedEngine(Engine):
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
             model_parameters=[p for p in model.parameters() if p.requires_grad])
         super().__init__(engine, optimizer, scheduler, device, accum_grad, grad_clip, None)
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
         bf16 = ds_config.get("bf16", {}).get("enabled", False)
         fp16 = ds_config.get("fp16", {}).get("enabled", False)
         self.amp_dtype = torch.bfloat16 if bf16 else (torch.float16 if fp16 else None)
@@ -172,7 +173,12 @@ class DeepSpeedEngine(Engine):
             return self.model(batch)
 
     def backward(self, loss):
-        self.model.backward(loss)
+        # ZeRO-2 reduces gradient buckets as parameters report ready; a batch type that leaves
+        # some trainable parameters unused (text-only batches never reach the encoder) would
+        # make ranks reduce different buckets and desynchronise. 0 x one element of every
+        # trainable parameter gives each of them a (zero) gradient on every rank.
+        touch = sum(p.view(-1)[0] for p in self.trainable)
+        self.model.backward(loss + 0.0 * touch)
 
     def step(self):
         boundary = self.is_boundary()

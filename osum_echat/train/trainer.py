@@ -138,6 +138,7 @@ class Trainer:
         self.max_steps = int(config.get("max_steps", 0) or 0)
         self.keep = int(config.get("keep_checkpoint_max", 5))
         self.max_nan = int(train_conf.get("max_consecutive_nan", 20))
+        self.cv_at_start = bool(train_conf.get("cv_at_start", True))
         self.state = TrainState()
         self._consecutive_nan = 0
         os.makedirs(model_dir, exist_ok=True)
@@ -170,6 +171,8 @@ class Trainer:
 
     # -- main loop ---------------------------------------------------------
     def fit(self) -> TrainState:
+        if self.cv_at_start and self.state.step == 0 and self.state.batch_idx == 0:
+            self._cv_at_start()
         bar = self._progress_bar()
         while self.state.epoch < self.max_epoch and not self._reached_max_steps():
             if self._train_epoch(bar):
@@ -277,6 +280,16 @@ class Trainer:
         module.train(was_training)
         metrics = meter.summary()
         return {k: v for k, v in metrics.items() if not k.endswith("_per_s")}
+
+    def _cv_at_start(self):
+        """The untrained model's cv numbers: the baseline a run's progress is read against."""
+        cv = self.evaluate()
+        if rank() == 0 and cv:
+            logger.info("CV before training: %s", format_metrics(cv))
+            for k, v in cv.items():
+                self.writer and self.writer.add_scalar(f"cv/{k}", v, 0)
+            ckpt_io.atomic_write_yaml({"step": 0, "loss_dict": cv},
+                                      os.path.join(self.model_dir, "cv_start.yaml"))
 
     # -- checkpoints ---------------------------------------------------------
     def save(self, tag: str, epoch_done: bool = False):

@@ -229,12 +229,15 @@ def write_shard(path, samples):
     os.replace(path + ".tmp", path)
 
 
-# stage -> direction (upstream train.sh's four data yamls) -> list names and weights
+# stage -> direction (upstream train.sh's four data yamls) -> list names and weights;
+# "cv" lists what each stage is evaluated on (stage 1: the ASR targets of its training speech)
 STAGE_DATA = {
-    1: {"s2t": {"s1_asr": 1, "s1_asr_p": 1}},
-    2: {"t2s": {"s2_tts": 1}, "s2s": {"s2_s2s": 2}, "t2t": {"s2_t2t": 2}},
+    1: {"s2t": {"s1_asr": 1, "s1_asr_p": 1}, "cv": {"s1_asr": 1}},
+    2: {"t2s": {"s2_tts": 1}, "s2s": {"s2_s2s": 2}, "t2t": {"s2_t2t": 2},
+        "cv": {"s2_tts": 1, "s2_s2s": 1, "s2_t2t": 1}},
     3: {"s2s": {"s3_s2s_think_tag": 1, "s3_s2s_think_nl": 1},
-        "s2t": {"s3_s2t_think_tag": 1, "s3_s2t_think_nl": 1}},
+        "s2t": {"s3_s2t_think_tag": 1, "s3_s2t_think_nl": 1},
+        "cv": {"s3_s2s_think_nl": 1, "s3_s2t_think_nl": 1}},
 }
 
 
@@ -242,7 +245,7 @@ def write_data_yamls(out_dir, data_type):
     conf_dir = os.path.join(out_dir, "conf")
     os.makedirs(conf_dir, exist_ok=True)
     for stage, directions in STAGE_DATA.items():
-        for direction in ("s2t", "t2s", "s2s", "t2t"):
+        for direction in ("s2t", "t2s", "s2s", "t2t", "cv"):
             lines = []
             for name, weight in directions.get(direction, {}).items():
                 path = (os.path.join(out_dir, "shards", name, "shards_list.txt")

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The three OSUM-EChat training stages at tiny size, on CPU, on offline demo data.
+#   bash recipes/demo/run.sh                 (or just: bash train.sh)
+#   bash recipes/demo/run.sh --stage 2       (redo stages 2 and 3 only)
+# Stages: 0 synthesise the demo data (espeak-ng) | 1 understanding | 2 generation |
+#         3 empathy | 4 summary. Each training stage writes $dir/stageN/ with checkpoints,
+#         train.yaml, tensorboard/ and final.pt, which the next stage starts from.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+
+stage=0
+stop_stage=4
+dir=exp/demo
+data_type=shard            # the demo data is written as raw jsonl and as shards
+train_engine=torch_ddp     # one CPU process: plain single-process training
+nproc_per_node=1
+threads=2                  # torch threads per process
+help_message="usage: bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--dir exp/demo] [--nproc_per_node 1]"
+. tools/parse_options.sh
+
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+data=$dir/data
+conf=recipes/demo/conf
+speech_token_num=$(sed -n 's/^speech_token_num: *\(&[a-z_]* *\)\?\([0-9]*\).*/\2/p' $conf/stage2_generation.yaml)
+
+if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
+  if ! command -v espeak-ng >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "$0: installing espeak-ng (Debian package) for the demo speech"
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
+    else
+      echo "$0: espeak-ng is needed to synthesise the demo speech; install it with" >&2
+      echo "    sudo apt-get install -y espeak-ng     (Debian/Ubuntu)" >&2
+      exit 1
+    fi
+  fi
+  # demo speech tokens use codes 0 .. speech_token_num-2; speech_token_num-1 marks start/end
+  "$PYTHON" recipes/demo/local/prepare_data.py --out_dir "$data" \
+    --codebook_size $((speech_token_num - 1)) --data_type "$data_type"
+fi
+
+train_stage() {  # name number [checkpoint]
+  local name=$1 n=$2 init=${3:-}
+  "$PYTHON" -m osum_echat.train.data_lists "$data/conf/stage${n}_cv.yaml" "$dir/stage$n/data/cv.list"
+  local data_args=()
+  for d in s2t t2s s2s t2t; do
+    grep -q path "$data/conf/stage${n}_$d.yaml" && data_args+=(--data_$d "$data/conf/stage${n}_$d.yaml")
+  done
+  SECONDS=0
+  bash train.sh --config "$conf/stage${n}_$name.yaml" --dir "$dir/stage$n" --data_type "$data_type" \
+    "${data_args[@]}" --cv_data "$dir/stage$n/data/cv.list" --device cpu --use_amp false \
+    --train_engine "$train_engine" --nproc_per_node "$nproc_per_node" --num_workers 1 --prefetch 8 \
+    ${init:+--checkpoint "$init"} 2>&1 | tee "$dir/stage$n.log"
+  echo "$0: stage $n ($name) took ${SECONDS}s" | tee -a "$dir/stage$n.log"
+}
+
+mkdir -p "$dir"
+if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
+  train_stage understanding 1
+fi
+if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
+  train_stage generation 2 "$dir/stage1/final.pt"
+fi
+if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
+  train_stage empathy 3 "$dir/stage2/final.pt"
+fi
+if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  "$PYTHON" recipes/demo/local/summary.py "$dir"
+fi
