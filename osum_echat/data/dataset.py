@@ -31,7 +31,9 @@ Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
   added: mix_weights (four-way mixing). Top level: seed, think_mode (language | tag).
 Determinism: every random choice comes from generators seeded by
 (seed, epoch, rank, worker), so the same epoch gives the same batches in every
-run and a trainer may resume by replaying batches or by `start_index`.
+run and a trainer may resume by replaying batches or by `start_index`. In
+eval/infer the user-prompt choice uses random.Random(seed) in data order, one
+randint per prompted sample, like upstream: the same prompts as upstream's.
 Skip counts are per process: under DDP sum them over ranks.
 
 Modes: "train" applies shuffling, spec augmentation, task conversions and
@@ -147,6 +149,12 @@ class OsumDataset(IterableDataset):
         worker = 0 if info is None else info.id
         return random.Random(hash((self.seed, self.epoch, rank, worker, stage)))
 
+    def _tokenize_rng(self) -> random.Random:
+        """Train: per (epoch, rank, worker). Eval/infer: random.Random(seed), so each
+        worker draws the user prompts in data order exactly as upstream does after
+        its random.seed(seed) (train.py), and picks the same prompts."""
+        return self._rng(1) if self.mode == "train" else random.Random(self.seed)
+
     # ---------------------------------------------------------------- pipeline
     def samples(self):
         """Sample dicts up to (and including) features and augmentation."""
@@ -163,7 +171,7 @@ class OsumDataset(IterableDataset):
         other.update(conf.get("other_filter_conf") or {})
         banned = filter_conf.pop("banned_words", P.OTHER_ASSISTANT_NAMES)
         stream = P.tokenize(stream, self.tokenizer, counter, prompts=self.prompts,
-                            speech_token_num=self.speech_token_num, rng=self._rng(1), conf=tok_conf,
+                            speech_token_num=self.speech_token_num, rng=self._tokenize_rng(), conf=tok_conf,
                             think_mode=self.think_mode, banned_words=banned)
         stream = P.load_audio(stream, counter)
         if self.mode == "infer":

@@ -313,7 +313,8 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
                 prompt_ids[spec.tag] = [tokenizer.encode(p, add_special_tokens=False)
                                         for p in prompts.get(spec.tag) or []]
             choices = prompt_ids[spec.tag]
-            sample["prompt"] = list(choices[rng.randrange(len(choices))]) if choices else []
+            # one randint per prompted sample, as upstream draws it (same numbers for the same seed)
+            sample["prompt"] = list(choices[rng.randint(0, len(choices) - 1)]) if choices else []
 
         sample["speech_token"] = []
         if spec.speech_output:

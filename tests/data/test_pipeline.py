@@ -3,11 +3,13 @@ import collections
 import copy
 import io
 import json
+import random
 import tarfile
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from osum_echat.bin import inspect_data
 from osum_echat.data.dataset import build_dataloader, build_dataset
@@ -166,6 +168,31 @@ def test_epoch_seeded_shuffle_and_resume(twelve, data_config, tiny_tokenizer):
     ds.set_epoch(1, start_index=5)
     rest = keys_of(ds)
     assert sorted(rest) == sorted(order1[5:])
+
+
+@pytest.mark.parametrize("mode", ["eval", "infer"])
+def test_eval_prompts_are_upstreams_seeded_draws(twelve, data_config, tiny_tokenizer, repo_root, mode):
+    """Outside training the prompt of the i-th prompted sample is upstream's i-th
+    random.randint(0, n-1) after random.seed(seed), whatever the epoch."""
+    cfg = copy.deepcopy(data_config)
+    cfg["seed"] = 777
+    choices = yaml.safe_load((repo_root / "conf/prompt_config.yaml").read_text(encoding="utf-8"))["<TRANSCRIBE>"]
+    assert len(choices) > 1
+    draws = random.Random(777)
+    expected = [tiny_tokenizer.encode(choices[draws.randint(0, len(choices) - 1)], add_special_tokens=False)
+                for _ in range(12)]
+
+
+    def prompts_in_data_order(ds):  # a batch sorts its items by length: put them back in list order
+        by_key = {k: b.prompt[i, :b.prompt_lengths[i]].tolist() for b in ds for i, k in enumerate(b.keys)}
+        return [by_key[f"u{i:02d}"] for i in range(12)]
+
+    ds = build_dataset(cfg, "raw", str(twelve), tiny_tokenizer, mode=mode)
+    for epoch in (0, 3):
+        ds.set_epoch(epoch)
+        assert prompts_in_data_order(ds) == expected
+    cfg["seed"] = 778
+    assert prompts_in_data_order(build_dataset(cfg, "raw", str(twelve), tiny_tokenizer, mode=mode)) != expected
 
 
 def test_batches_hold_one_output_type_and_partial_batches_are_kept(corpus, data_config, tiny_tokenizer):

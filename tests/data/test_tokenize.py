@@ -136,6 +136,24 @@ def test_unknown_tags_train_as_speech_to_text_with_one_warning_per_tag(tiny_toke
     assert "'<SING>'" in warned[1] and "'<MYTAG>'" in warned[2]
 
 
+def test_prompt_draws_follow_upstream_randint_sequence(tiny_tokenizer):
+    """One randint(0, n-1) per sample that takes a prompt from the file, in data order; samples with
+    extra.question, without prompts in the file, or skipped before the prompt draw nothing."""
+    samples = [{"key": "0", "txt": "a", "task": "<TRANSCRIBE>"},
+               {"key": "1", "txt": "b", "task": "<EMOTION>"},  # one prompt: still one draw
+               {"key": "2", "txt": "c", "task": "<TRANSCRIBE>", "extra": {"question": "q?"}},
+               {"key": "3", "txt": "d", "task": "<DANCE>"},  # unknown, not in the file
+               {"key": "4", "txt": "I am ChatGPT", "task": "<TRANSCRIBE>"},  # skipped
+               *[{"key": str(i), "txt": "e", "task": "<TRANSCRIBE>"} for i in range(5, 25)]]
+    out, _ = run(tiny_tokenizer, [dict(s) for s in samples], seed=777)
+    expect = random.Random(777)
+    for s in out:
+        if s["key"] in ("2", "3"):
+            continue
+        choices = PROMPTS[s["task"]]
+        assert decode(tiny_tokenizer, s["prompt"]) == choices[expect.randint(0, len(choices) - 1)], s["key"]
+
+
 def test_aliases_history_and_prompt_config_only_tags(tiny_tokenizer):
     toks = {"speech_token": list(range(40))}
     out, skipped = run(tiny_tokenizer, [
