@@ -22,7 +22,8 @@ worth knowing about (a task tag not in the task table, trained as speech ->
 text like upstream) are counted by `note_counts()`.
 
 Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
-  speech_token_num, prompt_conf_path, expand_dialogue_prefix, other_tokenze_conf
+  speech_token_num, prompt_conf_path, expand_dialogue_prefix (added:
+  resample_history_like_upstream, default true, see processors), other_tokenze_conf
   (task conversions), filter_conf (+ other_filter_conf; added: banned_words, the
   other-assistant word list, default processors.OTHER_ASSISTANT_NAMES),
   resample_conf, feats_type (log_mel_spectrogram | fbank), log_mel_spectrogram_conf,
@@ -163,8 +164,10 @@ class OsumDataset(IterableDataset):
         stream = (s for e in entries for s in read_entry(e, counter, self.root))
         expand = conf.get("expand_dialogue_prefix") or {}
         if expand.get("enable", False):
-            stream = P.expand_dialogue_prefix(stream, int(expand.get("max_turn", 0)),
-                                              int(expand.get("min_turn", 1)), bool(expand.get("keep_final", True)))
+            stream = P.expand_dialogue_prefix(
+                stream, int(expand.get("max_turn", 0)), int(expand.get("min_turn", 1)),
+                bool(expand.get("keep_final", True)),
+                bool(expand.get("resample_history_like_upstream", True)))
         tok_conf = (conf.get("other_tokenze_conf") or {}) if train else {}
         filter_conf = dict(conf.get("filter_conf") or {})
         other = dict(filter_conf.pop("other_filter_conf", None) or {})

@@ -43,6 +43,13 @@ def decode_audio(source, start: float | None = None, end: float | None = None):
     return wav, sample_rate
 
 
+def audio_sample_rate(source) -> int:
+    """Sample rate from the header of a path or bytes, without decoding the audio."""
+    handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+    with soundfile.SoundFile(handle) as f:
+        return f.samplerate
+
+
 @functools.lru_cache(maxsize=8)
 def _sinc_kernel(orig: int, new: int, width_zeros: int = 6, rolloff: float = 0.99):
     """Hann-windowed sinc polyphase kernel, torchaudio's default resampler."""

@@ -117,12 +117,24 @@ def tag_cot(txt: str, extra: dict, rng):
 
 # --------------------------------------------------------------------------- expand
 
-def expand_dialogue_prefix(samples, max_turn: int = 0, min_turn: int = 1, keep_final: bool = True):
+# upstream's tar reader resamples every history wav to this rate, whatever resample_conf says
+UPSTREAM_HISTORY_RATE = 16000
+
+
+def expand_dialogue_prefix(samples, max_turn: int = 0, min_turn: int = 1, keep_final: bool = True,
+                           resample_history_like_upstream: bool = True):
     """One sample per dialogue prefix: turn k trains on turn k with turns < k as history.
 
     Turn k's speech tokens come from extra["speech_token_k"], the last turn's
     from extra["speech_token"]. Unlike upstream (where keep_final does nothing)
     keep_final=False leaves out the full dialogue.
+
+    upstream quirk (resample_history_like_upstream): the sample made from
+    history turn k gets that turn's audio already resampled to 16 kHz but keeps
+    the sample rate of the dialogue's main audio, so when the main audio is not
+    16 kHz the turn is resampled a second time (24 kHz main audio: the turn comes
+    out 2/3 as long). load_audio does this for samples marked here with
+    "upstream_rate_of"; False gives correctly timed turn audio.
     """
     for sample in samples:
         history = sample.get("history") or []
@@ -140,6 +152,8 @@ def expand_dialogue_prefix(samples, max_turn: int = 0, min_turn: int = 1, keep_f
                 current = history[turn - 1]
                 child["audio"], child["txt"] = current.get("audio"), current.get("txt", "")
                 child.pop("start", None), child.pop("end", None)
+                if resample_history_like_upstream:
+                    child["upstream_rate_of"] = sample.get("audio")
                 extra["speech_token"] = extra.get(f"speech_token_{turn}", [])
             child["history"] = [dict(t) for t in history[:turn - 1]]
             child["extra"] = extra
@@ -363,6 +377,19 @@ def _decode(audio, start=None, end=None):
     return wav, rate, None
 
 
+def _history_turn_like_upstream(wav, rate, main_audio):
+    """upstream quirk (see expand_dialogue_prefix): the turn resampled to 16 kHz,
+    labelled with the main audio's rate, so resample_audio resamples it again."""
+    if rate != UPSTREAM_HISTORY_RATE:
+        wav = features.resample(wav, rate, UPSTREAM_HISTORY_RATE)
+    if isinstance(main_audio, str) and not os.path.exists(main_audio):
+        return None, None, ("missing_file", f"audio file {main_audio} does not exist")
+    try:
+        return wav, features.audio_sample_rate(main_audio), None
+    except Exception as e:  # soundfile raises several types for unreadable audio
+        return None, None, ("bad_audio", f"dialogue's main audio: {type(e).__name__}: {e}")
+
+
 def load_audio(samples, counter):
     """Decode the audio of speech-input tasks (and their history turns); text-only tasks carry none."""
     for sample in samples:
@@ -375,10 +402,13 @@ def load_audio(samples, counter):
                 counter.skip("missing_audio", src, key, f"task {sample['task']} needs audio and the sample has none")
                 continue
             wav, rate, err = _decode(audio, sample.get("start"), sample.get("end"))
+            if not err and sample.get("upstream_rate_of") is not None:
+                wav, rate, err = _history_turn_like_upstream(wav, rate, sample["upstream_rate_of"])
             if err:
                 counter.skip(err[0], src, key, err[1])
                 continue
             sample["wav"], sample["sample_rate"] = wav, rate
+        sample.pop("upstream_rate_of", None)
         bad, turns = None, []
         for i, turn in enumerate(sample.get("history") or []):
             if turn.get("audio") is None:

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from osum_echat.bin import inspect_data
+from osum_echat.data import features
 from osum_echat.data.dataset import build_dataloader, build_dataset
 
 TOKENS = list(range(10, 90))  # valid for the tiny config's speech_token_num
@@ -293,6 +294,40 @@ def test_history_turns_become_features_and_expand_makes_prefixes(corpus, data_co
     assert got["dlg#turn1"].speech_tokens[0, 1:31].tolist() == TOKENS[:30]
     assert [t["txt"] for t in got["dlg#turn2"].history[0]] == ["first reply"]
     assert len(got["dlg"].history[0]) == 2
+
+
+@pytest.mark.parametrize("like_upstream", [True, False])
+def test_expanded_history_turn_is_resampled_twice_like_upstream(corpus, data_config, tiny_tokenizer, wav_writer,
+                                                                like_upstream):
+    """upstream quirk: with a 24 kHz main wav the sample made from a history turn is resampled
+    to 16 kHz and then again as if it were 24 kHz; the switch off gives correctly timed audio."""
+    wav_writer(corpus.root / "wav/h24.wav", seconds=0.3, rate=24000)  # 7200 samples -> 4800 at 16 kHz
+    wav_writer(corpus.root / "wav/h16.wav", seconds=0.3, rate=16000)  # 4800 samples
+    for key, main_rate, turn in (("d24", 24000, "h24"), ("d24b", 24000, "h16"), ("d16", 16000, "h24")):
+        corpus.add(key, txt="reply", task="<S2TCHAT>", rate=main_rate, seconds=0.5,
+                   history=[{"wav": f"wav/{turn}.wav", "txt": "earlier"}])
+    path = corpus.write()
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"]["expand_dialogue_prefix"] = {"enable": True, "resample_history_like_upstream": like_upstream}
+    cfg["dataset_conf"]["batch_conf"]["batch_size"] = 1
+    got = {b.keys[0]: b for b in build_dataset(cfg, "raw", str(path), tiny_tokenizer, mode="eval")}
+    frames = {k: int(b.feats_lengths[0]) for k, b in got.items()}
+    hop = data_config["dataset_conf"].get("log_mel_spectrogram_conf", {}).get("hop_length", 160)
+    once = 4800 // hop  # the turn at 16 kHz
+    twice = 3200 // hop  # 4800 samples taken for 24 kHz and resampled to 16 kHz again
+    assert frames["d24#turn1"] == (twice if like_upstream else once)
+    assert frames["d24b#turn1"] == (twice if like_upstream else once)
+    assert frames["d16#turn1"] == once  # 16 kHz main wav: upstream is right too
+    # the full dialogues and their history turns are never affected
+    assert frames["d24"] == frames["d16"] == 8000 // hop
+    assert {b.history[0][0]["wav"].shape[0] for k, b in got.items() if "#" not in k} == {once}
+    if like_upstream:
+        h24, rate = features.decode_audio(str(corpus.root / "wav/h24.wav"))
+        twice_wav = features.resample(features.resample(h24, rate, 16000), 24000, 16000)
+        conf = data_config["dataset_conf"].get("log_mel_spectrogram_conf", {})
+        expected = features.log_mel(twice_wav, conf.get("n_fft", 400), hop, conf.get("num_mel_bins", 80),
+                                    conf.get("padding", 0), 16000)
+        assert torch.allclose(got["d24#turn1"].feats[0], expected)
 
 
 def test_batch_survives_the_trip_from_a_worker(corpus, data_config, tiny_tokenizer, wav_writer):
