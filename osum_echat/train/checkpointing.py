@@ -60,8 +60,11 @@ def list_checkpoints(model_dir: str) -> list[dict]:
         if not re.fullmatch(r"(step|epoch)_\d+", tag):
             continue  # train.yaml and anything else that is not a checkpoint
         try:
+            mtime = os.path.getmtime(info_path)
             with open(info_path, encoding="utf8") as f:
                 info = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            continue  # removed by a concurrent prune
         except (OSError, yaml.YAMLError) as e:
             logger.warning("ignoring unreadable checkpoint info %s: %s", info_path, e)
             continue
@@ -69,9 +72,8 @@ def list_checkpoints(model_dir: str) -> list[dict]:
         if "step" not in info or not (os.path.exists(p["model"]) or os.path.isdir(p["ds_dir"])):
             logger.warning("ignoring incomplete checkpoint %s (no step or no weights)", info_path)
             continue
-        found.append({"tag": tag, **p, "info": info})
-    found.sort(key=lambda c: (c["info"]["step"], c["info"].get("epoch_done", False),
-                              os.path.getmtime(c["info_path"])))
+        found.append({"tag": tag, **p, "info": info, "mtime": mtime})
+    found.sort(key=lambda c: (c["info"]["step"], c["info"].get("epoch_done", False), c["mtime"]))
     return found
 
 
