@@ -26,7 +26,7 @@ import yaml
 
 from osum_echat.config import ConfigError, load_config
 from osum_echat.train import checkpointing as ckpt_io
-from osum_echat.train.devices import dist_backend, select_device, set_device
+from osum_echat.train.devices import DeviceError, dist_backend, select_device, set_device
 from osum_echat.train.engines import ENGINES, build_engine, rank
 from osum_echat.train.scheduler import build_scheduler
 from osum_echat.train.trainer import Trainer, TooManyNaNs
@@ -143,13 +143,7 @@ def build_optimizer(model, config):
 def load_initial_weights(model, path: str) -> None:
     if not os.path.isfile(path):
         fail(f"--checkpoint {path}: file not found")
-    try:
-        from osum_echat.models.checkpoint import load_checkpoint
-    except ImportError:  # model checkpoint module not there: plain non-strict load
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        logger.info("loaded %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
-        return
+    from osum_echat.models.checkpoint import load_checkpoint
     load_checkpoint(model, path)
 
 
@@ -187,6 +181,31 @@ def build_loaders(args, config, tokenizer):
     return train, loader, cv_loader
 
 
+def build(args, config, engine_name, device):
+    """Tokenizer, data (lists are checked before the model is built), model, engine."""
+    from osum_echat.models import build_model
+    from osum_echat.tokenizer import load_tokenizer
+    tokenizer = load_tokenizer(config["llm_path"])
+    train_dataset, train_loader, cv_loader = build_loaders(args, config, tokenizer)
+    model = build_model(config, "cpu", tokenizer)
+    resuming = not args.no_resume and ckpt_io.latest_checkpoint(args.model_dir) is not None
+    if args.checkpoint and not resuming:
+        load_initial_weights(model, args.checkpoint)
+    freeze(model, config.get("fire_module", "link_and_encoder"))
+    model.to(device)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(config.get("scheduler", "warmuplr"), optimizer,
+                                config.get("scheduler_conf"))
+    engine = build_engine(engine_name, model, optimizer, scheduler, device, config,
+                          use_amp=args.use_amp, deepspeed_config=args.deepspeed_config)
+    config.setdefault("train_conf", {}).update(
+        train_engine=engine.name, world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        use_amp=args.use_amp, save_states=args.save_states, data_type=args.data_type,
+        checkpoint=args.checkpoint, device=device.type)
+    save_resolved_config(config, args.model_dir)
+    return engine, train_dataset, train_loader, cv_loader, resuming
+
+
 def main(argv=None) -> None:
     args = get_parser().parse_args(argv)
     engine_name = "deepspeed" if args.deepspeed else args.train_engine
@@ -201,31 +220,19 @@ def main(argv=None) -> None:
     if args.use_lora is not None:
         config["use_lora"] = args.use_lora
     seed_everything(int(config.get("seed", 777)))
-    device = select_device(args.device or config.get("device") or None)
+    try:
+        device = select_device(args.device or config.get("device") or None)
+    except DeviceError as e:
+        fail(str(e))
     init_distributed(engine_name, device, args.dist_backend, args.timeout)
     os.makedirs(args.model_dir, exist_ok=True)
 
-    from osum_echat.models import build_model
-    from osum_echat.tokenizer import load_tokenizer
-    tokenizer = load_tokenizer(config["llm_path"])
-    model = build_model(config, "cpu", tokenizer)
-    resuming = not args.no_resume and ckpt_io.latest_checkpoint(args.model_dir) is not None
-    if args.checkpoint and not resuming:
-        load_initial_weights(model, args.checkpoint)
-    freeze(model, config.get("fire_module", "link_and_encoder"))
-    model.to(device)
-    optimizer = build_optimizer(model, config)
-    scheduler = build_scheduler(config.get("scheduler", "warmuplr"), optimizer,
-                                config.get("scheduler_conf"))
-    engine = build_engine(engine_name, model, optimizer, scheduler, device, config,
-                          use_amp=args.use_amp, deepspeed_config=args.deepspeed_config)
-
-    config.setdefault("train_conf", {}).update(
-        train_engine=engine.name, world_size=int(os.environ.get("WORLD_SIZE", "1")),
-        use_amp=args.use_amp, save_states=args.save_states, data_type=args.data_type,
-        checkpoint=args.checkpoint, device=device.type)
-    save_resolved_config(config, args.model_dir)
-    train_dataset, train_loader, cv_loader = build_loaders(args, config, tokenizer)
+    from osum_echat.models.checkpoint import CheckpointError
+    try:
+        trainer_parts = build(args, config, engine_name, device)
+    except (ConfigError, CheckpointError) as e:
+        fail(str(e))
+    engine, train_dataset, train_loader, cv_loader, resuming = trainer_parts
     writer = make_writer(args)
     trainer = Trainer(engine, train_dataset, train_loader, cv_loader, config, args.model_dir,
                       writer=writer, save_states=args.save_states == "model+optimizer")

@@ -60,6 +60,7 @@ class Engine:
         self.grad_clip = grad_clip
         self.amp_dtype = amp_dtype
         self.micro_step = 0
+        self.trainable = [p for p in self.module.parameters() if p.requires_grad]
 
     @property
     def module(self) -> torch.nn.Module:
@@ -80,8 +81,19 @@ class Engine:
         with self._autocast():
             return self.model(batch)
 
+    def with_all_parameters(self, loss: torch.Tensor) -> torch.Tensor:
+        """loss + 0 x one element of every trainable parameter.
+
+        Batch types use different parts of the model (a text-only batch never reaches the
+        encoder, and with a frozen LLM trains nothing at all), yet DDP and ZeRO-2 reduce
+        gradients as parameters report ready, so every rank must give every trainable
+        parameter a gradient at every step. This also lets DDP run without
+        find_unused_parameters (upstream needs it on).
+        """
+        return loss + 0.0 * sum(p.reshape(-1)[0] for p in self.trainable)
+
     def backward(self, loss: torch.Tensor) -> None:
-        (loss / self.accum_grad).backward()
+        (self.with_all_parameters(loss) / self.accum_grad).backward()
 
     def step(self):
         """Update at accumulation boundaries; returns the grad norm there, else None.
@@ -131,9 +143,9 @@ class DDPEngine(Engine):
 
     def __init__(self, model, optimizer, scheduler, device, **kwargs):
         ids = [device.index] if device.type in ("cuda", "npu") else None
-        # upstream wraps with find_unused_parameters=True: tasks leave different heads unused
+        # every trainable parameter gets a gradient (see Engine.with_all_parameters)
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
-                                                        find_unused_parameters=True)
+                                                        find_unused_parameters=False)
         super().__init__(ddp, optimizer, scheduler, device, **kwargs)
 
     @property
@@ -156,7 +168,6 @@ class DeepSpeedEngine(Engine):
             model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config,
             model_parameters=[p for p in model.parameters() if p.requires_grad])
         super().__init__(engine, optimizer, scheduler, device, accum_grad, grad_clip, None)
-        self.trainable = [p for p in model.parameters() if p.requires_grad]
         bf16 = ds_config.get("bf16", {}).get("enabled", False)
         fp16 = ds_config.get("fp16", {}).get("enabled", False)
         self.amp_dtype = torch.bfloat16 if bf16 else (torch.float16 if fp16 else None)
@@ -173,12 +184,7 @@ class DeepSpeedEngine(Engine):
             return self.model(batch)
 
     def backward(self, loss):
-        # ZeRO-2 reduces gradient buckets as parameters report ready; a batch type that leaves
-        # some trainable parameters unused (text-only batches never reach the encoder) would
-        # make ranks reduce different buckets and desynchronise. 0 x one element of every
-        # trainable parameter gives each of them a (zero) gradient on every rank.
-        touch = sum(p.view(-1)[0] for p in self.trainable)
-        self.model.backward(loss + 0.0 * touch)
+        self.model.backward(self.with_all_parameters(loss))
 
     def step(self):
         boundary = self.is_boundary()
