@@ -116,6 +116,15 @@ class Engine:
     def lrs(self) -> list[float]:
         return [g["lr"] for g in self.optimizer.param_groups]
 
+    def drop_partial_accumulation(self) -> int:
+        """At an epoch end: forget gradients of an unfinished accumulation, so that every
+        checkpoint sits on an update boundary and resume is exact. Returns micro-batches dropped."""
+        partial = self.micro_step % self.accum_grad
+        if partial:
+            self.optimizer.zero_grad(set_to_none=True)
+        self.micro_step = 0
+        return partial
+
     # -- checkpoints -------------------------------------------------------
     def save(self, model_dir: str, tag: str, with_state: bool) -> None:
         if rank() != 0:
@@ -197,6 +206,9 @@ class DeepSpeedEngine(Engine):
 
     def lrs(self):
         return [g["lr"] for g in self.optimizer.param_groups]
+
+    def drop_partial_accumulation(self) -> int:
+        return 0  # DeepSpeed keeps its own micro-step count; its checkpoints carry it
 
     def save(self, model_dir, tag, with_state):
         # every rank takes part; rank 0 also writes the plain .pt used by the next stage

@@ -255,6 +255,9 @@ class Trainer:
 
     def _end_epoch(self):
         st = self.state
+        dropped = self.engine.drop_partial_accumulation()
+        if dropped:
+            logger.info("epoch %d ended %d micro-batch(es) into an accumulation: dropped", st.epoch, dropped)
         tag = f"epoch_{st.epoch}"
         st.epoch += 1
         st.batch_idx = 0

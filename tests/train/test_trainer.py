@@ -29,20 +29,22 @@ def params(trainer):
     return {k: v.clone() for k, v in trainer.engine.module.state_dict().items()}
 
 
-def test_resume_continues_exactly(tmp_path):
-    straight = make_trainer(tmp_path / "a", ToyDataset())
+@pytest.mark.parametrize("num_batches, per_epoch", [(12, 6), (11, 5)])
+def test_resume_continues_exactly(tmp_path, num_batches, per_epoch):
+    # accum_grad 2: with 11 micro-batches an epoch ends half-way into an update (dropped)
+    straight = make_trainer(tmp_path / "a", ToyDataset(num_batches))
     straight.fit()
-    assert straight.state.step == 12  # 2 epochs x 12 micro-batches / accum 2
+    assert straight.state.step == 2 * per_epoch
 
-    first = make_trainer(tmp_path / "b", ToyDataset(), max_steps=8)
-    first.fit()  # stops inside epoch 1 (step 8 = 4 micro-batches into it)
-    assert first.state.step == 8 and first.state.epoch == 1
+    first = make_trainer(tmp_path / "b", ToyDataset(num_batches), max_steps=per_epoch + 2)
+    first.fit()  # stops inside epoch 1, 4 micro-batches into it
+    assert first.state.step == per_epoch + 2 and first.state.epoch == 1
 
-    second = make_trainer(tmp_path / "b", ToyDataset())
+    second = make_trainer(tmp_path / "b", ToyDataset(num_batches))
     assert second.resume()
-    assert (second.state.step, second.state.epoch, second.state.batch_idx) == (8, 1, 4)
+    assert (second.state.step, second.state.epoch, second.state.batch_idx) == (per_epoch + 2, 1, 4)
     second.fit()
-    assert second.state.step == 12
+    assert second.state.step == 2 * per_epoch
     for k, v in params(straight).items():
         torch.testing.assert_close(params(second)[k], v, rtol=0, atol=1e-6)
     # learning happened at all: the toy task is separable
