@@ -147,6 +147,16 @@ def load_initial_weights(model, path: str) -> None:
     load_checkpoint(model, path)
 
 
+def step_of(checkpoint: str) -> int:
+    """The step recorded beside an upstream-style checkpoint (TAG.pt -> TAG.yaml), else 0."""
+    info_path = os.path.splitext(checkpoint)[0] + ".yaml"
+    if not os.path.isfile(info_path):
+        return 0
+    with open(info_path, encoding="utf8") as f:
+        info = yaml.safe_load(f) or {}
+    return int(info.get("step", 0))
+
+
 def freeze(model, fire_module: str) -> None:
     from osum_echat.train.freeze import apply_fire_module
     apply_fire_module(model, fire_module)
@@ -238,6 +248,8 @@ def main(argv=None) -> None:
                       writer=writer, save_states=args.save_states == "model+optimizer")
     if resuming:
         trainer.resume()
+    elif args.checkpoint and not config.get("init_step", True):
+        trainer.start_at_step(step_of(args.checkpoint))
     try:
         state = trainer.fit()
     except TooManyNaNs as e:

@@ -169,6 +169,13 @@ class Trainer:
                     self.state.step, self.state.epoch, self.state.batch_idx)
         return True
 
+    def start_at_step(self, step: int) -> None:
+        """Continue the step count (and lr schedule) of an initial checkpoint (init_step: false)."""
+        self.state.step = step
+        if hasattr(self.engine.scheduler, "set_step"):
+            self.engine.scheduler.set_step(step)
+        logger.info("init_step is false: counting on from step %d of the initial checkpoint", step)
+
     # -- main loop ---------------------------------------------------------
     def fit(self) -> TrainState:
         if self.cv_at_start and self.state.step == 0 and self.state.batch_idx == 0:
