@@ -22,11 +22,10 @@ def test_deepspeed_zero2_lora_checkpoint_converts_and_loads(tmp_path):
     from osum_echat.models.checkpoint import load_checkpoint
     from osum_echat.train.checkpointing import convert_deepspeed_dir_to_pt
 
-    ranks, exp, _ = run_two_ranks(
-        tmp_path, ["--train_engine", "deepspeed", "--deepspeed_config", "conf/ds_stage2.json",
-                   "--deepspeed.save_states", "model+optimizer"],
-        overrides=["use_lora=true", "lora_rank=4", "lora_alpha=8", "fire_module=link_and_lora"],
-        timeout=900)
+    ds_args = ["--train_engine", "deepspeed", "--deepspeed_config", "conf/ds_stage2.json",
+               "--deepspeed.save_states", "model+optimizer"]
+    lora = ["use_lora=true", "lora_rank=4", "lora_alpha=8", "fire_module=link_and_lora"]
+    ranks, exp, _ = run_two_ranks(tmp_path, ds_args, overrides=lora, timeout=900)
     r0, r1 = ranks
     assert r0["step"] == r1["step"] >= 2
     assert r0["params"] == r1["params"]
@@ -52,3 +51,10 @@ def test_deepspeed_zero2_lora_checkpoint_converts_and_loads(tmp_path):
     plain = torch.load(exp / "step_2.pt", weights_only=True)
     for k in plain:
         torch.testing.assert_close(plain[k], weights[k])
+
+    # the same command with one more epoch resumes from the DeepSpeed checkpoint
+    step = r0["step"]
+    ranks, _, proc = run_two_ranks(tmp_path, ds_args, overrides=[*lora, "max_epoch=2"], timeout=900)
+    assert f"resumed from epoch_0: step {step}" in proc.stderr
+    assert ranks[0]["step"] == ranks[1]["step"] > step
+    assert ranks[0]["params"] == ranks[1]["params"]

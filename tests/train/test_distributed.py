@@ -26,7 +26,7 @@ TINY_OVERRIDES = [
 
 def run_two_ranks(tmp_path, engine_args, overrides=(), timeout=600, n_each=8):
     data = write_raw_list(str(tmp_path / "data"), n_asr=n_each, n_t2t=n_each)
-    out = tmp_path / "out"
+    out = tmp_path / f"out{len(list(tmp_path.glob('out*')))}"  # one per run: runs may repeat
     out.mkdir()
     args = ["--config", "conf/tiny_ct_config.yaml", "--device", "cpu", "--data_type", "raw",
             "--train_data", data, "--cv_data", data, "--model_dir", str(tmp_path / "exp"),
