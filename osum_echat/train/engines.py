@@ -49,6 +49,7 @@ class Engine:
     """The plain single-process engine; the others override a few methods."""
 
     name = "single"
+    drops_bad_updates = True  # a non-finite grad norm at the boundary skips the update
 
     def __init__(self, model, optimizer, scheduler, device, accum_grad=1, grad_clip=5.0,
                  amp_dtype=None):
@@ -169,6 +170,7 @@ class DeepSpeedEngine(Engine):
     """DeepSpeed owns accumulation, clipping, the optimizer step and the lr schedule."""
 
     name = "deepspeed"
+    drops_bad_updates = False  # its step() always applies: the trainer skips bad micro-batches
 
     def __init__(self, model, optimizer, scheduler, device, accum_grad=1, grad_clip=5.0,
                  amp_dtype=None, ds_config=None):

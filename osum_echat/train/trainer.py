@@ -43,19 +43,32 @@ class TrainState:
     skipped_updates: int = 0
 
 
-def all_ranks(flag: bool, op=None) -> bool:
+def comm_device() -> torch.device:
+    """Where small collective tensors must live: nccl/hccl only reduce accelerator tensors."""
+    backend = str(dist.get_backend()).lower()
+    if backend == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    if backend == "hccl":
+        return torch.device("npu", torch.npu.current_device())
+    return torch.device("cpu")
+
+
+def all_ranks(flag: bool) -> bool:
     """True if `flag` holds on every rank (logical AND across the job)."""
     if world_size() == 1:
         return flag
-    t = torch.tensor([1 if flag else 0], dtype=torch.int32)
-    dist.all_reduce(t, op=op or dist.ReduceOp.MIN)
+    t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
     return bool(t.item())
 
 
 def sum_across_ranks(values: list[float]) -> list[float]:
     if world_size() == 1:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    # float64 for exact sums on CPU; accelerators reduce float32 (not every one has float64)
+    device = comm_device()
+    t = torch.tensor(values, dtype=torch.float64 if device.type == "cpu" else torch.float32,
+                     device=device)
     dist.all_reduce(t)
     return t.tolist()
 
@@ -237,8 +250,8 @@ class Trainer:
             loss = out["loss"]
             finite = all_ranks(bool(torch.isfinite(loss.detach())))
             self._count_nan(finite)
-            if not finite and self.engine.name == "deepspeed":
-                return None  # DeepSpeed cannot drop an update later: skip this micro-batch
+            if not finite and not self.engine.drops_bad_updates:
+                return None  # the engine cannot drop the update later: skip this micro-batch
             self.engine.backward(loss)
         meter.add(out, len(batch.keys))
         return self.engine.step()
