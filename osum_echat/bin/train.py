@@ -185,8 +185,9 @@ def build_loaders(args, config, tokenizer):
     loader = build_dataloader(train, args.num_workers, args.prefetch, args.pin_memory)
     cv_loader = None
     if args.cv_data:
+        # every rank evaluates the whole cv list (rank 0 of 1), see Trainer.evaluate
         cv = build_dataset(config, args.data_type, args.cv_data, tokenizer, root=args.data_root,
-                           mode="eval")
+                           mode="eval", rank=0, world_size=1)
         cv_loader = build_dataloader(cv, 0, args.prefetch, args.pin_memory)
     return train, loader, cv_loader
 

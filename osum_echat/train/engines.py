@@ -73,13 +73,13 @@ class Engine:
     def accumulating(self):
         return contextlib.nullcontext()
 
-    def _autocast(self):
+    def autocast(self):
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     def forward(self, batch) -> dict:
-        with self._autocast():
+        with self.autocast():
             return self.model(batch)
 
     def with_all_parameters(self, loss: torch.Tensor) -> torch.Tensor:
@@ -191,7 +191,7 @@ class DeepSpeedEngine(Engine):
         return self.model.is_gradient_accumulation_boundary()
 
     def forward(self, batch):
-        with self._autocast():
+        with self.autocast():
             return self.model(batch)
 
     def backward(self, loss):

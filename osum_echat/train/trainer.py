@@ -286,22 +286,21 @@ class Trainer:
     # -- evaluation ----------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict:
+        """Loss/accuracy on the cv data. Every rank reads the whole cv list (as upstream's
+        unpartitioned cv set), so no collective is needed and a cv list with fewer tars than
+        ranks still works; all ranks get the same numbers."""
         if self.cv_loader is None:
             return {}
         module = self.engine.module
         was_training = module.training
         module.eval()
         meter = Meter()
-        batches = iter(self.cv_loader)
-        while True:
-            batch = next(batches, None)
-            if not all_ranks(batch is not None):
-                break
+        for batch in self.cv_loader:
             batch = batch.to(self.engine.device)
-            with self.engine._autocast():
+            with self.engine.autocast():
                 meter.add(module(batch), len(batch.keys))
         module.train(was_training)
-        metrics = meter.summary()
+        metrics = meter.summary(reduce=False)
         return {k: v for k, v in metrics.items() if not k.endswith("_per_s")}
 
     def _cv_at_start(self):

@@ -61,3 +61,6 @@ def test_ddp_two_processes_stay_identical_and_split_the_data(tmp_path):
     final = torch.load(exp / "final.pt", weights_only=True)
     assert any(not torch.equal(s2[k], final[k]) for k in final)
     assert (exp / "train.yaml").exists() and list((exp / "tensorboard").rglob("events.*"))
+    import yaml
+    cv = yaml.safe_load(open(exp / "step_2.yaml"))["loss_dict"]
+    assert {"loss/text", "loss/text2text", "acc/text"} <= set(cv)  # cv over the whole list
