@@ -17,7 +17,6 @@ and named on stderr.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import re
 import sys
@@ -26,18 +25,8 @@ from collections import Counter
 import torch
 
 from osum_echat.config import ConfigError, load_config
+from osum_echat.data.dataset import one_by_one_config
 from osum_echat.models.checkpoint import CheckpointError, load_checkpoint
-
-
-def eval_config(config: dict) -> dict:
-    """The config with batch size 1, no shuffle/sort/augmentation/conversions."""
-    config = copy.deepcopy(config)
-    conf = config.setdefault("dataset_conf", {})
-    conf["batch_conf"] = {"batch_type": "static", "batch_size": 1}
-    conf["shuffle"] = conf["sort"] = False
-    for name in ("spec_aug", "spec_sub", "spec_trim", "speed_perturb", "data_recover"):
-        conf[name] = False
-    return config
 
 
 _TURN_SUFFIX = re.compile(r"#turn\d+$")  # how the data pipeline names expanded prefixes
@@ -77,7 +66,7 @@ def main(argv=None) -> int:
         from osum_echat.models import build_model
         from osum_echat.tokenizer import load_tokenizer
 
-        config = eval_config(load_config(args.config))
+        config = one_by_one_config(load_config(args.config))
         tokenizer = load_tokenizer(config["llm_path"])
         model = build_model(config, device="cpu", tokenizer=tokenizer)
         report = load_checkpoint(model, args.checkpoint, strict=not args.allow_partial)

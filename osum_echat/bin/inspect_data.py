@@ -16,16 +16,8 @@ import json
 import sys
 
 from osum_echat.config import ConfigError, load_config
+from osum_echat.data.dataset import one_by_one_config
 from osum_echat.utils import fail
-
-
-def inspect_config(cfg: dict) -> dict:
-    conf = cfg.setdefault("dataset_conf", {})
-    conf["batch_conf"] = {"batch_type": "static", "batch_size": 1}
-    conf["shuffle"] = conf["sort"] = False
-    for name in ("spec_aug", "spec_sub", "spec_trim", "speed_perturb", "data_recover"):
-        conf[name] = False
-    return cfg
 
 
 def main(argv=None) -> None:
@@ -37,7 +29,7 @@ def main(argv=None) -> None:
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
     try:
-        cfg = inspect_config(load_config(args.config, args.override))
+        cfg = one_by_one_config(load_config(args.config, args.override))
         from osum_echat.data.dataset import build_dataset
         from osum_echat.tokenizer import load_tokenizer
 

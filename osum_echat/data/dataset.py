@@ -75,6 +75,18 @@ def load_prompts(path) -> dict:
     return {str(k).strip(): [str(x) for x in (v or [])] for k, v in prompts.items()}
 
 
+def one_by_one_config(config: dict) -> dict:
+    """A copy of `config` that reads a list as it is: batches of one utterance, in list order, with no
+    shuffling, sorting, augmentation or resume offset (compute_loss, inspect_data, inference)."""
+    config = copy.deepcopy(config)
+    conf = config.setdefault("dataset_conf", {})
+    conf["batch_conf"] = {"batch_type": "static", "batch_size": 1}
+    conf["shuffle"] = conf["sort"] = False
+    for name in ("spec_aug", "spec_sub", "spec_trim", "speed_perturb", "data_recover"):
+        conf[name] = False
+    return config
+
+
 class OsumDataset(IterableDataset):
     """One list (raw | shard | combine) through the whole pipeline, yielding Batch objects."""
 

@@ -6,12 +6,11 @@ When the list carries reference texts, `OUT.wer` holds the WER/CER and tag accur
 """
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 
-from osum_echat.data.dataset import build_dataloader, build_dataset
+from osum_echat.data.dataset import build_dataloader, build_dataset, one_by_one_config
 from osum_echat.eval.report import score
 from osum_echat.generation.decode import Decoder, DecodeConfig, split_think
 from osum_echat.utils import get_logger
@@ -19,18 +18,9 @@ from osum_echat.utils import get_logger
 log = get_logger("osum_echat.infer")
 
 
-def inference_config(config: dict) -> dict:
-    """Config for decoding: one utterance per batch, no augmentation, no shuffling, list order kept."""
-    config = copy.deepcopy(config)
-    conf = config.setdefault("dataset_conf", {})
-    conf["batch_conf"] = {"batch_type": "static", "batch_size": 1}
-    conf.update(shuffle=False, sort=False, spec_aug=False, spec_sub=False, spec_trim=False, speed_perturb=False)
-    return config
-
-
 def run(model, tokenizer, config: dict, data_type: str, data_list: str, output: str, *, root=None,
         decode_conf: DecodeConfig | None = None, num_workers: int = 0) -> dict:
-    dataset = build_dataset(inference_config(config), data_type, data_list, tokenizer, root=root, mode="infer")
+    dataset = build_dataset(one_by_one_config(config), data_type, data_list, tokenizer, root=root, mode="infer")
     decoder = Decoder(model, decode_conf)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

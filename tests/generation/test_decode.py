@@ -8,7 +8,7 @@ import torch
 from osum_echat.config import load_config
 from osum_echat.data.dataset import build_dataset
 from osum_echat.generation.decode import Decoder, DecodeConfig, select_item, split_think
-from osum_echat.infer.batch import inference_config
+from osum_echat.data.dataset import one_by_one_config
 from osum_echat.models import build_model
 
 
@@ -26,7 +26,7 @@ def setup(tmp_path_factory, tiny_tokenizer):
          "extra": {"speech_token": [9, 10, 11]}},
     ]
     (root / "data.list").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = inference_config(load_config("conf/tiny_ct_config.yaml"))
+    cfg = one_by_one_config(load_config("conf/tiny_ct_config.yaml"))
     torch.manual_seed(0)
     model = build_model(cfg, tokenizer=tiny_tokenizer).eval()
     batches = {b.keys[0]: b for b in build_dataset(cfg, "raw", str(root / "data.list"), tiny_tokenizer,
@@ -76,7 +76,7 @@ def test_speech_only_task_starts_with_the_speech_marker_and_yields_codes(setup):
 def test_overfit_model_decodes_its_training_target(setup, tiny_tokenizer):
     """Train on one utterance until it is memorised; greedy decoding must give the target back."""
     _, batches = setup
-    cfg = inference_config(load_config("conf/tiny_ct_config.yaml"))
+    cfg = one_by_one_config(load_config("conf/tiny_ct_config.yaml"))
     torch.manual_seed(1)
     model = build_model(cfg, tokenizer=tiny_tokenizer)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from osum_echat.bin import compute_loss
-from osum_echat.data.dataset import build_dataset
+from osum_echat.data.dataset import build_dataset, one_by_one_config
 from osum_echat.models.checkpoint import save_checkpoint
 from osum_echat.tasks import get_task
 
@@ -61,7 +61,7 @@ def test_upstream_sample_lists(setup, shared_dir, upstream_root):
         assert r["output_type"] == get_task(r["task"]).output_type
         assert np.isfinite(r["loss"]) and r["loss"] > 0
     # the same numbers straight from the model on the pipeline's batch
-    conf = compute_loss.eval_config(cfg)
+    conf = one_by_one_config(cfg)
     batch = next(iter(build_dataset(conf, "raw", str(raw_list), model.tokenizer, root=str(upstream_root),
                                     mode="infer")))
     with torch.no_grad():
@@ -123,7 +123,7 @@ def test_batch_of_two_is_token_weighted_mean(setup, tmp_path):
                                  "wav": "wav/" + _wav(tmp_path / "wav" / f"{key}.wav", sec, f)}))
     (tmp_path / "two.list").write_text("\n".join(lines) + "\n", encoding="utf-8")
     rows = _run(setup, "raw", tmp_path / "two.list", root=tmp_path, out_name="two.jsonl")
-    conf = compute_loss.eval_config(cfg)
+    conf = one_by_one_config(cfg)
     conf["dataset_conf"]["batch_conf"]["batch_size"] = 2
     (batch,) = list(build_dataset(conf, "raw", str(tmp_path / "two.list"), model.tokenizer, root=str(tmp_path),
                                   mode="infer"))
