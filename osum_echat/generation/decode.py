@@ -118,7 +118,7 @@ class Decoder:
                 ids = torch.tensor([[produced[-1]]], device=model.device)
                 position += 1
                 mask = torch.cat([mask, mask.new_ones(1, 1)], 1)
-                step = llm(inputs_embeds=model._embed_mixed(ids), attention_mask=mask,
+                step = llm(inputs_embeds=model.embed_ids(ids), attention_mask=mask,
                            position_ids=torch.tensor([[position]], device=model.device),
                            past_key_values=cache, use_cache=True)
                 cache, hidden = step.past_key_values, step.last_hidden_state[:, -1]

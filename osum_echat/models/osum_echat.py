@@ -216,7 +216,7 @@ class OsumEChat(nn.Module):
         target = (ids + self.llm_vocab_size).masked_fill(~mask, IGNORE_ID)
         return Segment(self.speech_token_emded(ids).to(self._embed_dtype()), mask, target)
 
-    def _embed_mixed(self, ids: torch.Tensor) -> torch.Tensor:
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
         """Embeds ids < vocab with the text table, the rest with the speech table."""
         is_speech = ids >= self.llm_vocab_size
         text = self.embed_tokens(ids.masked_fill(is_speech, 0))
@@ -233,7 +233,7 @@ class OsumEChat(nn.Module):
             rows.append(interleave_text_speech(target[i, :n_text], tokens[i, :n_speech] + self.llm_vocab_size))
         ids = pad_sequence(rows, batch_first=True, padding_value=0)
         mask = _length_mask(torch.tensor([len(r) for r in rows], device=ids.device), ids.size(1))
-        return Segment(self._embed_mixed(ids), mask, ids.masked_fill(~mask, IGNORE_ID))
+        return Segment(self.embed_ids(ids), mask, ids.masked_fill(~mask, IGNORE_ID))
 
     def _history_segment(self, history: list) -> Optional[Segment]:
         """Previous turns: [user_start] wav <|im_end|> assistant-start text [speech] <|im_end|>, ...,

@@ -47,7 +47,7 @@ def uncached_greedy(model, item, steps, speech_output):
         logits[..., len(model.tokenizer):model.llm_vocab_size] = float("-inf")
         nxt = int(logits[0].argmax())
         produced.append(nxt)
-        embeds = torch.cat([embeds, model._embed_mixed(torch.tensor([[nxt]]))], 1)
+        embeds = torch.cat([embeds, model.embed_ids(torch.tensor([[nxt]]))], 1)
         mask = torch.cat([mask, mask.new_ones(1, 1)], 1)
         pos = torch.cat([pos, pos[:, -1:] + 1], 1)
     return produced
