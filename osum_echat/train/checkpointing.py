@@ -70,6 +70,8 @@ def list_checkpoints(model_dir: str) -> list[dict]:
             continue
         p = paths(model_dir, tag)
         if "step" not in info or not (os.path.exists(p["model"]) or os.path.isdir(p["ds_dir"])):
+            if not os.path.exists(info_path):
+                continue  # pruned while we looked
             logger.warning("ignoring incomplete checkpoint %s (no step or no weights)", info_path)
             continue
         found.append({"tag": tag, **p, "info": info, "mtime": mtime})
