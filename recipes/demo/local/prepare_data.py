@@ -23,7 +23,6 @@ import sys
 import tarfile
 import tempfile
 
-import numpy as np
 import soundfile as sf
 import soxr
 
