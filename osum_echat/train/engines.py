@@ -106,8 +106,7 @@ class Engine:
         self.micro_step += 1
         if not boundary:
             return None
-        params = [p for p in self.module.parameters() if p.requires_grad]
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.grad_clip)
         if torch.isfinite(grad_norm):
             self.optimizer.step()
             self.scheduler.step()
