@@ -29,7 +29,7 @@ from osum_echat.train import checkpointing as ckpt_io
 from osum_echat.train.devices import DeviceError, dist_backend, select_device, set_device
 from osum_echat.train.engines import ENGINES, build_engine, rank
 from osum_echat.train.scheduler import build_scheduler
-from osum_echat.train.trainer import Trainer, TooManyNaNs
+from osum_echat.train.trainer import NoTrainingData, Trainer, TooManyNaNs
 from osum_echat.utils import fail, get_logger
 
 logger = get_logger("osum_echat.train")
@@ -253,7 +253,7 @@ def main(argv=None) -> None:
         trainer.start_at_step(step_of(args.checkpoint))
     try:
         state = trainer.fit()
-    except TooManyNaNs as e:
+    except (TooManyNaNs, NoTrainingData) as e:
         fail(str(e), code=3)
     finally:
         if writer is not None:

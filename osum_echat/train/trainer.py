@@ -34,6 +34,10 @@ class TooManyNaNs(RuntimeError):
     """Loss stayed NaN/Inf for too many micro-batches in a row."""
 
 
+class NoTrainingData(RuntimeError):
+    """An epoch yielded no batch at all."""
+
+
 @dataclass
 class TrainState:
     step: int = 0          # optimizer updates done
@@ -214,14 +218,24 @@ class Trainer:
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(st.epoch)
         batches = iter(self.train_loader)
-        for _ in range(st.batch_idx):  # resume: drop what this epoch already trained on
-            if next(batches, None) is None:
-                break
+        if st.batch_idx:  # resume: replay this epoch's order, drop what was trained on
+            t0 = time.monotonic()
+            for _ in range(st.batch_idx):
+                if next(batches, None) is None:
+                    break
+            logger.info("resume: skipped %d batches of epoch %d in %.1fs", st.batch_idx, st.epoch,
+                        time.monotonic() - t0)
+        start_idx = st.batch_idx
         meter = Meter()
         self.engine.model.train()
         while True:
             batch = next(batches, None)
             if not all_ranks(batch is not None):
+                if st.batch_idx == 0 and start_idx == 0:
+                    raise NoTrainingData(
+                        f"epoch {st.epoch} gave no batch on some rank: the data lists are empty, "
+                        f"too short for {world_size()} processes, or every sample was skipped "
+                        f"(skips by reason: {self._skip_counts() or 'none counted'})")
                 return False
             grad_norm = self._train_batch(batch, meter)
             st.batch_idx += 1
@@ -273,8 +287,17 @@ class Trainer:
                 f"checkpoint is {last['model'] if last else 'none (nothing saved yet)'}. "
                 "Lower optim_conf.lr, check the data, or resume from that checkpoint.")
 
+    def _skip_counts(self) -> dict:
+        counts = getattr(self.train_dataset, "skip_counts", None)
+        return {k: v for k, v in counts().items() if v} if counts else {}
+
     def _end_epoch(self):
         st = self.state
+        skips = self._skip_counts()
+        if skips and rank() == 0:
+            logger.info("epoch %d: samples skipped by reason: %s", st.epoch, skips)
+            for reason, n in skips.items():
+                self.writer and self.writer.add_scalar(f"data/skipped_{reason}", n, st.step)
         dropped = self.engine.drop_partial_accumulation()
         if dropped:
             logger.info("epoch %d ended %d micro-batch(es) into an accumulation: dropped", st.epoch, dropped)

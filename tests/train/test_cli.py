@@ -56,3 +56,15 @@ def test_cli_errors_are_one_clear_line(tmp_path, args, message):
     proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_data_that_is_all_broken_stops_naming_the_skips(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("".join(f'{{"key": "k{i}", "txt": "hi", "wav": "/missing/{i}.wav", '
+                           f'"task": "<TRANSCRIBE>"}}\n' for i in range(3)))
+    cmd = [sys.executable, "-m", "osum_echat.bin.train", "--config", "conf/tiny_ct_config.yaml",
+           "--device", "cpu", "--data_type", "raw", "--train_data", str(bad),
+           "--model_dir", str(tmp_path / "m"), "--override_config", "train_conf.cv_at_start=false"]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "gave no batch" in proc.stderr and "missing_file" in proc.stderr

@@ -8,7 +8,7 @@ import torch
 from osum_echat.train import checkpointing as ckpt_io
 from osum_echat.train.engines import build_engine
 from osum_echat.train.scheduler import WarmupLR
-from osum_echat.train.trainer import Trainer, TooManyNaNs
+from osum_echat.train.trainer import NoTrainingData, Trainer, TooManyNaNs
 
 sys.path.insert(0, os.path.dirname(__file__))
 from toy import ToyDataset, ToyModel  # noqa: E402
@@ -98,3 +98,9 @@ def test_repeated_nans_stop_with_last_good_checkpoint(tmp_path):
     state = torch.load(last["model"], weights_only=True)
     assert all(torch.isfinite(v).all() for v in state.values())
     assert not (tmp_path / "final.pt").exists()
+
+
+def test_an_epoch_without_batches_stops_with_a_clear_error(tmp_path):
+    t = make_trainer(tmp_path, ToyDataset(num_batches=0), max_epoch=1)
+    with pytest.raises(NoTrainingData, match="no batch"):
+        t.fit()
