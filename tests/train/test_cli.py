@@ -68,3 +68,23 @@ def test_data_that_is_all_broken_stops_naming_the_skips(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 3, proc.stderr[-2000:]
     assert "gave no batch" in proc.stderr and "missing_file" in proc.stderr
+
+
+def test_train_sh_turns_data_yamls_into_lists_and_trains(tmp_path):
+    asr = write_raw_list(str(tmp_path / "d1"), n_asr=6, n_t2t=0, name="asr.jsonl")
+    t2t = write_raw_list(str(tmp_path / "d2"), n_asr=0, n_t2t=6, name="t2t.jsonl")
+    (tmp_path / "s2t.yaml").write_text(f"asr:\n  path: {asr}\n  weight: 2\n")
+    (tmp_path / "t2t.yaml").write_text(f"chat:\n  path: {t2t}\n")
+    exp = tmp_path / "exp"
+    cmd = ["bash", "train.sh", "--config", "conf/tiny_ct_config.yaml", "--dir", str(exp),
+           "--data_type", "raw", "--data_s2t", str(tmp_path / "s2t.yaml"),
+           "--data_t2t", str(tmp_path / "t2t.yaml"), "--train_engine", "torch_ddp",
+           "--use_amp", "false", "--device", "cpu", "--max_steps", "2", "--num_workers", "0",
+           "--override", "dataset_conf.batch_conf.batch_size=2 dataset_conf.filter_conf.min_length=1"]
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert len((exp / "data" / "s2t.list").read_text().splitlines()) == 12  # weight 2
+    assert len((exp / "data" / "t2t.list").read_text().splitlines()) == 6
+    assert not (exp / "data" / "s2s.list").exists()
+    assert (exp / "data" / "cv.list").read_text().count("\n") == 1  # upstream: first entry
+    assert (exp / "final.pt").exists() and (exp / "step_2.yaml").exists()
