@@ -60,8 +60,7 @@ TOP_LEVEL: dict[str, tuple[type, ...]] = {
     "max_steps": (int,),  # added: stop after this many optimizer steps (demo, smoke runs)
     "keep_checkpoint_max": (int,),  # added: newest N step checkpoints kept
     "train_conf": (dict,),  # added: trainer options not in upstream's schema
-    "model_conf": (dict,),  # added: model options not in upstream's schema
-    "cv_conf": (dict,),  # added: cross-validation options
+    "llm_gradient_checkpointing": (bool,),  # added: recompute LLM layers in backward
 }
 
 NESTED: dict[str, tuple[type, ...]] = {
