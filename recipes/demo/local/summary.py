@@ -48,7 +48,13 @@ def greedy_asr(stage_dir):
 
 
 def report_greedy_asr(stage_dir):
+    if not os.path.exists(os.path.join(stage_dir, "final.pt")):
+        print(f"  ASR greedy decoding: no final.pt in {stage_dir} (training did not finish): NOT met")
+        return False
     summary, records, output = greedy_asr(stage_dir)
+    if "wer" not in summary:
+        print(f"  ASR greedy decoding: nothing scored ({summary}): NOT met")
+        return False
     first_word = sum(r["text"].split()[:1] == r["ref"].split()[:1] for r in records) / len(records)
     exact = sum(r["text"].strip() == r["ref"].strip() for r in records)
     wer = summary["wer"]
