@@ -82,8 +82,7 @@ def test_demo_stage1_loss_falls_in_a_short_run(demo_data, tmp_path):
            "--config", "recipes/demo/conf/stage1_understanding.yaml", "--data_type", "raw",
            "--train_data_s2t", str(demo_data / "lists" / "s1_asr.jsonl"),
            "--cv_data", str(demo_data / "lists" / "s1_asr.jsonl"), "--model_dir", str(exp),
-           "--max_steps", "100", "--override_config", "dataset_conf.multi_num=1",
-           "--override_config", "max_epoch=100", "--override_config", "scheduler_conf.warmup_steps=20"]
+           "--max_steps", "100", "--override_config", "scheduler_conf.warmup_steps=20"]
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONPATH": REPO}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
