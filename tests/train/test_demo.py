@@ -73,8 +73,9 @@ def test_demo_data_reads_through_the_pipeline(demo_data):
     assert not ds.skip_counts() or sum(ds.skip_counts().values()) == 0, ds.skip_counts()
 
 
-def test_demo_stage1_loss_falls_in_a_short_run(demo_data, tmp_path):
-    """Shortened stage 1 (same config, 100 steps, warmup cut to 20): cv loss on the ASR targets clearly falls."""
+def test_demo_stage1_loss_falls_in_a_short_run(demo_data, tmp_path, capsys):
+    """Shortened stage 1 (same config, 100 steps, warmup cut to 20): cv loss on the ASR targets clearly
+    falls, but greedy decoding is still wrong and the demo summary's WER check says so."""
     from osum_echat.train.checkpointing import latest_checkpoint
 
     exp = tmp_path / "stage1"
@@ -94,3 +95,16 @@ def test_demo_stage1_loss_falls_in_a_short_run(demo_data, tmp_path):
     assert end["acc"] > start["acc"] + 0.1
     assert (exp / "final.pt").exists() and (exp / "train.yaml").exists()
     assert "acc" in proc.stderr and "[text] loss" in proc.stderr  # accuracy per output_type logged
+
+    # the demo summary's greedy-decoding check: 100 steps cannot transcribe yet, so it must say NOT met
+    import summary
+
+    (exp / "data").mkdir()
+    shutil.copy(demo_data / "lists" / "s1_asr.jsonl", exp / "data" / "cv.list")
+    capsys.readouterr()
+    assert summary.report_greedy_asr(str(exp)) is False
+    printed = capsys.readouterr().out
+    assert "ASR greedy decoding of the same 48 utterances" in printed and "NOT met" in printed, printed
+    keys = {json.loads(x)["key"] for x in open(demo_data / "lists" / "s1_asr.jsonl")}
+    hyps = (exp / "greedy_asr" / "text").read_text().splitlines()
+    assert {h.split("\t")[0] for h in hyps} == keys
