@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import NoReturn
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -24,7 +25,7 @@ def get_logger(name: str = "osum_echat") -> logging.Logger:
 logger = get_logger()
 
 
-def fail(message: str, code: int = 2) -> "NoReturn":  # noqa: F821
+def fail(message: str, code: int = 2) -> NoReturn:
     """Print one clear error line (no traceback) and exit; for expected user mistakes in CLIs."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
