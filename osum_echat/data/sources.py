@@ -43,7 +43,7 @@ log = get_logger("osum_echat.data")
 @dataclass(frozen=True)
 class Entry:
     """One unit of work: a raw jsonl line, a shard tar, or a combine (jsonl, tar) pair."""
-    kind: str          # "raw" | "shard" | "combine"
+    kind: str          # "raw" | "shard" | "combine" | "bad" (an undecodable list line, counted when read)
     value: str         # the json line, or the tar path
     meta: str = ""     # combine: the jsonl metadata path
     base: str = ""     # folder relative paths resolve against (unless a root is given)
@@ -64,9 +64,32 @@ def resolve(path: str, root: str | None, base: str) -> str:
     return path
 
 
-def _lines(path: str) -> list:
-    with open(path, encoding="utf-8") as f:
-        return [(i + 1, line.strip()) for i, line in enumerate(f) if line.strip()]
+def _lines(path: str, bad: list | None = None) -> list:
+    """(line number, stripped text) of the non-empty lines, each decoded as UTF-8 on its own.
+
+    A line that is not valid UTF-8 is left out; its (line number, message) goes
+    to `bad` when given (the caller counts it), else it is logged here."""
+    with open(path, "rb") as f:
+        data = f.read()
+    out = []
+    for i, raw in enumerate(data.splitlines()):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            msg = f"line is not valid UTF-8: {e}"
+            if bad is not None:
+                bad.append((i + 1, msg))
+            else:
+                log.warning(f"{path}:{i + 1}: {msg}; line ignored")
+            continue
+        if line:
+            out.append((i + 1, line))
+    return out
+
+
+def _bad_entries(list_path: str, bad: list) -> list:
+    """Entries that only count an undecodable list line as skipped when read."""
+    return [Entry("bad", msg, where=f"{list_path}:{n}") for n, msg in bad]
 
 
 def is_combine_list(path: str) -> bool:
@@ -79,29 +102,34 @@ def read_entries(list_path: str, data_type: str, root: str | None = None) -> lis
     base = os.path.dirname(os.path.abspath(list_path))
     if data_type == "shard" and is_combine_list(list_path):
         data_type = "combine"  # upstream reads a combines_list.txt given as shard the same way
+    bad = []
     if data_type == "raw":
-        return [Entry("raw", line, base=base, where=f"{list_path}:{n}") for n, line in _lines(list_path)]
+        out = [Entry("raw", line, base=base, where=f"{list_path}:{n}") for n, line in _lines(list_path, bad)]
+        return out + _bad_entries(list_path, bad)
     if data_type == "combine":
         if not is_combine_list(list_path):
             return _pipe_entries(list_path, base, root)
         tar_root_file = os.path.join(os.path.dirname(list_path), "combines_tar_root.txt")
         if not os.path.exists(tar_root_file):
             raise FileNotFoundError(f"{list_path}: combine list needs {tar_root_file} (one line: the tar folder)")
-        tar_root = resolve(_lines(tar_root_file)[0][1].rstrip("/"), root, base)
+        root_lines = _lines(tar_root_file)
+        if not root_lines:
+            raise ValueError(f"{tar_root_file}: needs one line, the tar folder")
+        tar_root = resolve(root_lines[0][1].rstrip("/"), root, base)
         out = []
-        for n, line in _lines(list_path):
+        for n, line in _lines(list_path, bad):
             meta = resolve(line, root, base)
             tar = os.path.join(tar_root, Path(line).stem + ".tar")
             out.append(Entry("combine", tar, meta=meta, base=base, where=f"{list_path}:{n}"))
-        return out
+        return out + _bad_entries(list_path, bad)
     if data_type == "shard":
         return _pipe_entries(list_path, base, root)
     raise ValueError(f"data_type must be raw, shard or combine, got {data_type!r}")
 
 
 def _pipe_entries(list_path: str, base: str, root: str | None) -> list:
-    out = []
-    for n, line in _lines(list_path):
+    out, bad = [], []
+    for n, line in _lines(list_path, bad):
         where = f"{list_path}:{n}"
         if line.startswith("{"):  # a raw jsonl line in a mixed list (data yaml output)
             out.append(Entry("raw", line, base=base, where=where))
@@ -114,14 +142,16 @@ def _pipe_entries(list_path: str, base: str, root: str | None) -> list:
                 out.append(Entry("combine", tar, meta=resolve(meta, root, base), base=base, where=where))
         else:
             out.append(Entry("shard", resolve(line, root, base), base=base, where=where))
-    return out
+    return out + _bad_entries(list_path, bad)
 
 
 # --------------------------------------------------------------------------- reading entries
 
 def read_entry(entry: Entry, counter, root: str | None = None):
     """Yield the sample dicts of one entry; anything broken is skipped and counted."""
-    if entry.kind == "raw":
+    if entry.kind == "bad":
+        counter.skip("bad_json", entry.where, None, entry.value)
+    elif entry.kind == "raw":
         sample = parse_raw_line(entry, counter, root)
         if sample is not None:
             yield sample
@@ -237,8 +267,11 @@ def _meta_table(meta_path: str, counter) -> dict | None:
     if not os.path.exists(meta_path):
         counter.skip("missing_file", meta_path, None, "combine metadata list does not exist")
         return None
-    table = {}
-    for n, line in _lines(meta_path):
+    table, bad = {}, []
+    lines = _lines(meta_path, bad)
+    for n, msg in bad:
+        counter.skip("bad_json", f"{meta_path}:{n}", None, msg)
+    for n, line in lines:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:

@@ -142,3 +142,25 @@ def test_convert_cli(corpus, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out)
     samples, skipped = samples_of(summary["list"], "shard")
     assert [s["key"] for s in samples] == ["a", "b"] and samples[1]["audio"] is None and not skipped
+
+
+def test_undecodable_list_lines_are_skipped_not_fatal(corpus, tmp_path, wav_writer):
+    corpus.add("a")
+    corpus.add("b")
+    raw = corpus.write()
+    lines = raw.read_bytes().splitlines(keepends=True)
+    raw.write_bytes(lines[0] + b'{"key": "bad", "txt": "\xff\xfe"}\n' + lines[1])
+    samples, skipped = samples_of(raw, "raw")
+    assert [s["key"] for s in samples] == ["a", "b"] and skipped == {"bad_json": 1}
+
+    # combine metadata (read inside a worker) and the list of lists
+    wav = wav_writer(tmp_path / "x.wav").read_bytes()
+    (tmp_path / "tars").mkdir()
+    _tar(tmp_path / "tars" / "part1.tar", [("a.wav", wav), ("b.wav", wav)])
+    (tmp_path / "part1.list").write_bytes(b'{"key": "a", "txt": "A", "task": "<TRANSCRIBE>"}\n'
+                                          b'{"key": "c", "txt": "\xc3\x28"}\n'
+                                          b'{"key": "b", "txt": "B", "task": "<TRANSCRIBE>"}\n')
+    (tmp_path / "combines_list.txt").write_bytes(b"part1.list\n\xff.list\n")
+    (tmp_path / "combines_tar_root.txt").write_text("tars/\n")
+    samples, skipped = samples_of(tmp_path / "combines_list.txt", "combine")
+    assert sorted(s["key"] for s in samples) == ["a", "b"] and skipped == {"bad_json": 2}
