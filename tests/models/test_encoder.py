@@ -99,7 +99,7 @@ def test_adapter_transformer_is_fixed_size():
 
 
 def test_load_openai_whisper_checkpoint(tmp_path, tiny_config):
-    whisper = pytest.importorskip("whisper.model")
+    import whisper.model as whisper
     dims = whisper.ModelDimensions(n_mels=80, n_audio_ctx=40, n_audio_state=64, n_audio_head=4,
                                    n_audio_layer=2, n_vocab=100, n_text_ctx=8, n_text_state=64,
                                    n_text_head=4, n_text_layer=1)

@@ -168,7 +168,7 @@ def test_lora_model_trains(tiny_config):
     out = model(_batch(model, "text"))
     out["loss"].backward()
     lora = [p for n, p in model.named_parameters() if "lora_B" in n]
-    assert all(p.grad is not None for p in lora)
+    assert lora and all(p.grad is not None for p in lora)
 
 
 def test_bfloat16_llm_with_float32_encoder_and_heads(tiny_config):
@@ -190,7 +190,8 @@ def test_other_adapters_train(tiny_config, adapter_type, rate):
     assert speech.size(1) == -(-48 // halved) and int(mask[1].sum()) == -(-30 // halved)
     out = model(batch)
     out["loss"].backward()
-    assert torch.isfinite(out["loss"]) and model.down_sample_2 is not None
+    assert torch.isfinite(out["loss"])
+    assert all(p.grad is not None for p in model.down_sample_2.parameters() if p.requires_grad)
 
 
 def test_assemble_without_output_is_the_decoding_prompt(model):
