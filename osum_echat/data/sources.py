@@ -215,7 +215,9 @@ def tar_groups(tar_path: str, where: str, counter):
 
 
 def _history_from_members(members: dict):
-    """Turns from KEY.wav_N / KEY.txt_N members; None when turns have gaps."""
+    """Turns from KEY.wav_N / KEY.txt_N members; None when turns have gaps.
+
+    Raises UnicodeDecodeError for a txt_N member that is not UTF-8 (callers skip the sample)."""
     turns = {}
     for suffix, data in members.items():
         kind, _, num = suffix.partition("_")
@@ -252,7 +254,11 @@ def read_shard(entry: Entry, counter, root):
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             counter.skip("bad_json", tar_path, key, f"member not valid utf-8/JSON: {e}")
             continue
-        history = _history_from_members(members)
+        try:
+            history = _history_from_members(members)
+        except UnicodeDecodeError as e:
+            counter.skip("bad_history", tar_path, key, f"a txt_N member is not valid UTF-8: {e}")
+            continue
         if history is None:
             counter.skip("bad_history", tar_path, key, "history members wav_N/txt_N have gaps")
             continue
@@ -314,7 +320,11 @@ def read_combine(entry: Entry, counter, root):
         seen.add(key)
         sample = _from_meta(table[key], entry.meta)
         sample["audio"] = audio
-        history = _history_from_members(members)
+        try:
+            history = _history_from_members(members)
+        except UnicodeDecodeError as e:
+            counter.skip("bad_history", entry.value, key, f"a txt_N member is not valid UTF-8: {e}")
+            continue
         if history is None:
             counter.skip("bad_history", entry.value, key, "history members wav_N/txt_N have gaps")
             continue

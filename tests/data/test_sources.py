@@ -164,3 +164,21 @@ def test_undecodable_list_lines_are_skipped_not_fatal(corpus, tmp_path, wav_writ
     (tmp_path / "combines_tar_root.txt").write_text("tars/\n")
     samples, skipped = samples_of(tmp_path / "combines_list.txt", "combine")
     assert sorted(s["key"] for s in samples) == ["a", "b"] and skipped == {"bad_json": 2}
+
+
+def test_non_utf8_history_text_member_skips_the_sample(tmp_path, wav_writer):
+    wav = wav_writer(tmp_path / "a.wav").read_bytes()
+    members = [("k.txt", b"hi"), ("k.wav", wav), ("k.wav_1", wav), ("k.txt_1", b"\xff\xfe bad"),
+               ("ok.txt", b"fine"), ("ok.wav", wav), ("ok.wav_1", wav), ("ok.txt_1", b"turn")]
+    _tar(tmp_path / "s.tar", members)
+    (tmp_path / "list").write_text("s.tar\n")
+    samples, skipped = samples_of(tmp_path / "list", "shard")
+    assert [s["key"] for s in samples] == ["ok"] and skipped == {"bad_history": 1}
+
+    (tmp_path / "tars").mkdir()
+    _tar(tmp_path / "tars" / "part1.tar", [(n, d) for n, d in members if not n.endswith(".txt")])
+    (tmp_path / "part1.list").write_text('{"key": "k", "txt": "K"}\n{"key": "ok", "txt": "OK"}\n')
+    (tmp_path / "combines_list.txt").write_text("part1.list\n")
+    (tmp_path / "combines_tar_root.txt").write_text("tars/\n")
+    samples, skipped = samples_of(tmp_path / "combines_list.txt", "combine")
+    assert [s["key"] for s in samples] == ["ok"] and skipped == {"bad_history": 1}
