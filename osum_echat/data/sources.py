@@ -286,7 +286,11 @@ def _meta_table(meta_path: str, counter) -> dict | None:
         if not isinstance(obj, dict) or "key" not in obj:
             counter.skip("no_key", f"{meta_path}:{n}", None, "a metadata line needs a \"key\" field")
             continue
-        table[obj["key"]] = obj
+        key = obj["key"]
+        if isinstance(key, bool) or not isinstance(key, (str, int)):
+            counter.skip("no_key", f"{meta_path}:{n}", None, f"\"key\" must be a string, got {key!r}")
+            continue
+        table[str(key)] = obj  # tar member names are strings: an int key 7 names 7.wav
     return table
 
 
@@ -329,7 +333,12 @@ def read_combine(entry: Entry, counter, root):
             counter.skip("bad_history", entry.value, key, "history members wav_N/txt_N have gaps")
             continue
         if history:
-            texts = [t.get("txt", "") for t in sample.get("history") or []]
+            meta_history = sample.get("history") or []
+            if not isinstance(meta_history, list) or not all(
+                    isinstance(t, dict) and isinstance(t.get("txt", ""), str) for t in meta_history):
+                counter.skip("bad_history", entry.meta, key, "metadata history must be a list of {txt: str}")
+                continue
+            texts = [t.get("txt", "") for t in meta_history]
             for i, turn in enumerate(history):
                 if not turn["txt"] and i < len(texts):
                     turn["txt"] = texts[i]

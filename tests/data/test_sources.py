@@ -182,3 +182,20 @@ def test_non_utf8_history_text_member_skips_the_sample(tmp_path, wav_writer):
     (tmp_path / "combines_tar_root.txt").write_text("tars/\n")
     samples, skipped = samples_of(tmp_path / "combines_list.txt", "combine")
     assert [s["key"] for s in samples] == ["ok"] and skipped == {"bad_history": 1}
+
+
+def test_combine_metadata_bad_key_or_history_is_skipped(tmp_path, wav_writer):
+    wav = wav_writer(tmp_path / "a.wav").read_bytes()
+    (tmp_path / "tars").mkdir()
+    _tar(tmp_path / "tars" / "part1.tar", [("a.wav", wav), ("h1.wav", wav), ("h1.wav_1", wav),
+                                           ("h2.wav", wav), ("h2.wav_1", wav), ("ok.wav", wav), ("ok.wav_1", wav)])
+    meta = [{"key": ["a"], "txt": "A"}, {"key": {"x": 1}, "txt": "A"},
+            {"key": "h1", "txt": "H", "history": "not a list"},
+            {"key": "h2", "txt": "H", "history": ["not a dict"]},
+            {"key": "ok", "txt": "OK", "history": [{"txt": "turn one"}]}]
+    (tmp_path / "part1.list").write_text("".join(json.dumps(m) + "\n" for m in meta))
+    (tmp_path / "combines_list.txt").write_text("part1.list\n")
+    (tmp_path / "combines_tar_root.txt").write_text("tars/\n")
+    samples, skipped = samples_of(tmp_path / "combines_list.txt", "combine")
+    assert [s["key"] for s in samples] == ["ok"] and samples[0]["history"][0]["txt"] == "turn one"
+    assert skipped == {"no_key": 2, "no_metadata": 1, "bad_history": 2}
