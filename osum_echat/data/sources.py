@@ -176,8 +176,9 @@ def parse_raw_line(entry: Entry, counter, root):
     sample["audio"] = resolve(wav, root, entry.base) if wav else None
     history = sample.get("history") or []
     if history:
-        if not isinstance(history, list) or not all(isinstance(t, dict) for t in history):
-            counter.skip("bad_history", entry.where, obj["key"], "history must be a list of {wav, txt}")
+        if not isinstance(history, list) or not all(
+                isinstance(t, dict) and isinstance(t.get("txt", ""), str) for t in history):
+            counter.skip("bad_history", entry.where, obj["key"], "history must be a list of {wav, txt: str}")
             return None
         sample["history"] = [
             {"audio": resolve(t["wav"], root, entry.base) if t.get("wav") else None, "txt": t.get("txt", "")}

@@ -427,3 +427,14 @@ def test_config_mistakes_fail_before_reading_data(twelve, data_config, tiny_toke
     cfg["dataset_conf"][key] = value
     with pytest.raises(ConfigError, match=key.split("_conf")[0]):
         build_dataset(cfg, "raw", str(twelve), tiny_tokenizer)
+
+
+def test_raw_history_turn_with_non_string_txt_is_skipped(corpus, capsys, repo_root):
+    corpus.add("turn")
+    good = corpus.add("good", task="<S2TCHAT>", history=[{"wav": "wav/turn.wav", "txt": "hi"}])
+    corpus.add("null_txt", task="<S2TCHAT>", history=[{"wav": "wav/turn.wav", "txt": None}])
+    corpus.add("num_txt", task="<S2TCHAT>", history=[{"wav": "wav/turn.wav", "txt": 3}])
+    rows, summary = run_inspect(capsys, repo_root / "conf/tiny_ct_config.yaml", "raw", corpus.write(),
+                                overrides=["dataset_conf.filter_conf.min_length=1"])
+    assert {r["key"] for r in rows} >= {"turn", good["key"]}
+    assert "null_txt" not in {r["key"] for r in rows} and summary["skipped"] == {"bad_history": 2}
