@@ -86,12 +86,14 @@ class Meter:
     def reset(self):
         self.sums = defaultdict(lambda: [0.0, 0.0, 0.0])  # loss*n, acc*n, n
         self.samples = 0
+        self.nonfinite = 0  # batches whose loss was NaN/Inf (left out of the averages)
         self.start = time.monotonic()
 
     def add(self, out: dict, num_samples: int):
         n = float(out.get("num_tokens", 1))
         loss = float(out["loss"].detach())
         if not math.isfinite(loss):
+            self.nonfinite += 1
             return
         acc = out.get("acc")
         acc = float(acc) if acc is not None else 0.0
@@ -295,7 +297,7 @@ class Trainer:
         st = self.state
         skips = self._skip_counts()
         if skips and rank() == 0:
-            logger.info("epoch %d: samples skipped by reason: %s", st.epoch, skips)
+            logger.info("after epoch %d: samples skipped so far (all epochs), by reason: %s", st.epoch, skips)
             for reason, n in skips.items():
                 self.writer and self.writer.add_scalar(f"data/skipped_{reason}", n, st.step)
         dropped = self.engine.drop_partial_accumulation()
@@ -323,6 +325,9 @@ class Trainer:
             with self.engine.autocast():
                 meter.add(module(batch), len(batch.keys))
         module.train(was_training)
+        if meter.nonfinite:
+            logger.warning("cv: %d batch(es) had a NaN/Inf loss and are left out of the cv numbers",
+                           meter.nonfinite)
         metrics = meter.summary(reduce=False)
         return {k: v for k, v in metrics.items() if not k.endswith("_per_s")}
 
