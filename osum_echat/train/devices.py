@@ -93,3 +93,15 @@ def set_device(device: torch.device) -> None:
         torch.cuda.set_device(device)
     elif device.type == "npu":
         torch.npu.set_device(device)
+
+
+def is_accelerator(device: torch.device) -> bool:
+    return device.type != "cpu"
+
+
+def comm_device(backend: str) -> torch.device:
+    """Where small collective tensors must live: nccl and hccl only reduce accelerator tensors."""
+    kind = {b: k for k, b in BACKENDS.items()}.get(str(backend).lower(), "cpu")
+    if kind == "cpu":
+        return torch.device("cpu")
+    return torch.device(kind, getattr(torch, kind).current_device())

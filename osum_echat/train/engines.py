@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from osum_echat.train import checkpointing as ckpt_io
+from osum_echat.train import devices
 from osum_echat.train.devices import supports_bf16
 from osum_echat.utils import get_logger
 
@@ -151,7 +152,7 @@ class DDPEngine(Engine):
     name = "torch_ddp"
 
     def __init__(self, model, optimizer, scheduler, device, **kwargs):
-        ids = [device.index] if device.type in ("cuda", "npu") else None
+        ids = [device.index] if devices.is_accelerator(device) else None
         # every trainable parameter gets a gradient (see Engine.with_all_parameters)
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
                                                         find_unused_parameters=False)

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from osum_echat.train import checkpointing as ckpt_io
+from osum_echat.train import devices
 from osum_echat.train.engines import rank, world_size
 from osum_echat.utils import get_logger
 
@@ -48,13 +49,7 @@ class TrainState:
 
 
 def comm_device() -> torch.device:
-    """Where small collective tensors must live: nccl/hccl only reduce accelerator tensors."""
-    backend = str(dist.get_backend()).lower()
-    if backend == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    if backend == "hccl":
-        return torch.device("npu", torch.npu.current_device())
-    return torch.device("cpu")
+    return devices.comm_device(dist.get_backend())
 
 
 def all_ranks(flag: bool) -> bool:

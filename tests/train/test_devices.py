@@ -44,3 +44,8 @@ def test_env_var_selects(monkeypatch):
     fake(monkeypatch, cuda=True)
     monkeypatch.setenv("OSUM_DEVICE", "cpu")
     assert devices.device_type() == "cpu"
+
+
+def test_collectives_live_on_the_backends_device():
+    assert devices.comm_device("gloo") == torch.device("cpu")
+    assert devices.is_accelerator(torch.device("cuda", 0)) and not devices.is_accelerator(torch.device("cpu"))
