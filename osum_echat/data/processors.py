@@ -147,14 +147,19 @@ def expand_dialogue_prefix(samples, max_turn: int = 0, min_turn: int = 1, keep_f
             if turn == total and not keep_final:
                 continue
             child = dict(sample)
-            extra = dict(sample.get("extra") or {}) if isinstance(sample.get("extra"), dict) else {}
+            extra = dict(_extra_dict(sample))  # a JSON-string extra (allowed in raw lists) is read too
             if turn < total:
                 current = history[turn - 1]
                 child["audio"], child["txt"] = current.get("audio"), current.get("txt", "")
                 child.pop("start", None), child.pop("end", None)
                 if resample_history_like_upstream:
                     child["upstream_rate_of"] = sample.get("audio")
-                extra["speech_token"] = extra.get(f"speech_token_{turn}", [])
+                # the last turn's tokens are not this turn's: without speech_token_k the
+                # child has none, and a speech-output task skips it as missing_field
+                extra.pop("speech_token", None)
+                child.pop("speech_token", None)
+                if f"speech_token_{turn}" in extra:
+                    extra["speech_token"] = extra[f"speech_token_{turn}"]
             child["history"] = [dict(t) for t in history[:turn - 1]]
             child["extra"] = extra
             child["key"] = f"{sample['key']}#turn{turn}" if turn < total else sample["key"]

@@ -438,3 +438,21 @@ def test_raw_history_turn_with_non_string_txt_is_skipped(corpus, capsys, repo_ro
                                 overrides=["dataset_conf.filter_conf.min_length=1"])
     assert {r["key"] for r in rows} >= {"turn", good["key"]}
     assert "null_txt" not in {r["key"] for r in rows} and summary["skipped"] == {"bad_history": 2}
+
+
+def test_expand_reads_json_string_extra_and_missing_turn_tokens_are_missing_field(corpus, data_config,
+                                                                                 tiny_tokenizer, wav_writer):
+    for name in ("h1", "h2"):
+        wav_writer(corpus.root / f"wav/{name}.wav", seconds=0.3)
+    extra = json.dumps({"speech_token": TOKENS, "speech_token_1": TOKENS[:30]})  # no speech_token_2
+    corpus.add("dlg", txt="third reply", task="<S2TCHAT> <TEXT2TOKEN>", extra=extra,
+               history=[{"wav": "wav/h1.wav", "txt": "first reply"}, {"wav": "wav/h2.wav", "txt": "second"}])
+    path = corpus.write()
+    cfg = copy.deepcopy(data_config)
+    cfg["dataset_conf"]["expand_dialogue_prefix"] = {"enable": True}
+    cfg["dataset_conf"]["batch_conf"]["batch_size"] = 1
+    dataset = build_dataset(cfg, "raw", str(path), tiny_tokenizer)
+    got = {b.keys[0]: b for b in dataset}
+    assert sorted(got) == ["dlg", "dlg#turn1"]
+    assert got["dlg#turn1"].speech_tokens[0, 1:31].tolist() == TOKENS[:30]
+    assert dataset.counter.counts() == {"missing_field": 1}
