@@ -106,7 +106,8 @@ class TaskSpec:
       uses_prompt   the user prompt embeds go into the sequence
       text_target   the text labels are a training target
       streaming     text and speech tokens are interleaved
-      history       previous turns are embedded before the current one
+      embeds_history previous turns are embedded before the current one
+                    (upstream: every speech-in, speech-out type)
     """
     tag: str
     output_type: str
@@ -122,7 +123,6 @@ class TaskSpec:
     uses_prompt: bool = False
     text_target: bool = True
     streaming: bool = False
-    history: bool = False
 
     @property
     def system_prompt(self) -> str:
@@ -136,6 +136,10 @@ class TaskSpec:
     @property
     def speech_input(self) -> bool:
         return self.input == "speech"
+
+    @property
+    def embeds_history(self) -> bool:
+        return self.speech_input and self.speech_output
 
 
 def _understanding(tag: str, **kw) -> TaskSpec:
@@ -183,7 +187,7 @@ _ROWS = [
     TaskSpec("<S2TCHAT> <TEXT2TOKEN> <THINK>", "speech2text_token_think",
              needs=("speech_token", "think_str"), speech_output=True, think=True),
     TaskSpec("<S2TCHAT> <TEXT2TOKEN> <HISTORY>", "speech2text_token_history",
-             needs=("speech_token",), speech_output=True, history=True),
+             needs=("speech_token",), speech_output=True),
 ]
 
 TASKS: dict[str, TaskSpec] = {row.tag: row for row in _ROWS}

@@ -61,11 +61,6 @@ def spec_for_output_type(output_type: str):
     return rows[0]
 
 
-def uses_history(spec) -> bool:
-    # upstream embeds history for every speech-in, speech-out type
-    return spec.speech_input and spec.speech_output
-
-
 def interleave_text_speech(text: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
     """Streaming layout: 6 text ids, 18 speech ids, 6 text, 18 speech, ...
     until the text runs out, then the remaining speech ids. (Upstream's older
@@ -286,7 +281,7 @@ class OsumEChat(nn.Module):
         segments = [self._fixed_text_segment(spec.system_text, b)]
         if spec.uses_prompt and prompt is not None:
             segments.append(self._prompt_segment(prompt.to(dev), _get(batch, "prompt_lengths").to(dev).long()))
-        if uses_history(spec):
+        if spec.embeds_history:
             history = self._history_segment(_get(batch, "history") or [])
             if history is not None:
                 segments.append(history)
