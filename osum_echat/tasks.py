@@ -79,6 +79,11 @@ ASSISTANT_START = "<|im_end|>\n<|im_start|>assistant\n"  # closes the user turn
 # Target text markers used by upstream training data.
 THINK_OPEN = "<think>"
 THINK_CLOSE = "<think end>"
+# Streaming layout (upstream): 6 text ids, then 18 speech ids, repeated; so a streaming sample needs at
+# least STREAM_SPEECH_CHUNK // STREAM_TEXT_CHUNK speech tokens per text token.
+STREAM_TEXT_CHUNK = 6
+STREAM_SPEECH_CHUNK = 18
+STREAM_MIN_SPEECH_PER_TEXT = STREAM_SPEECH_CHUNK // STREAM_TEXT_CHUNK
 # A target ending in this string gets no eos appended (upstream "<&&>").
 NO_EOS_SUFFIX = "<&&>"
 

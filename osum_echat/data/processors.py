@@ -488,6 +488,11 @@ def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_m
             counter.skip("label_speech_ratio", src, key,
                          f"{len(sample['label'])} text tokens for {len(sample['speech_token'])} speech tokens")
             continue
+        need = task_table.STREAM_MIN_SPEECH_PER_TEXT * len(sample["label"])
+        if spec.streaming and len(sample["speech_token"]) < need:
+            counter.skip("label_speech_ratio", src, key, f"streaming needs {need} speech tokens for "
+                         f"{len(sample['label'])} text tokens, has {len(sample['speech_token'])}")
+            continue
         if fiter_txt_is_None and any(t in sample["txt"] for t in NONE_TARGETS):
             counter.skip("no_target", src, key, "target text is <NONE>")
             continue

@@ -34,8 +34,8 @@ from osum_echat.models.adapter import (BatchNormDownsampler, build_adapter_trans
 from osum_echat.models.loss import IGNORE_ID, shifted_loss
 from osum_echat.models.whisper_encoder import build_whisper_encoder
 
-STREAM_TEXT_CHUNK = 6
-STREAM_SPEECH_CHUNK = 18
+STREAM_TEXT_CHUNK = task_table.STREAM_TEXT_CHUNK
+STREAM_SPEECH_CHUNK = task_table.STREAM_SPEECH_CHUNK
 
 
 @dataclasses.dataclass
@@ -222,7 +222,7 @@ class OsumEChat(nn.Module):
         rows = []
         for i in range(target.size(0)):
             n_text, n_speech = int(lengths[i]), int(token_lengths[i])
-            if 3 * n_text > n_speech:
+            if task_table.STREAM_MIN_SPEECH_PER_TEXT * n_text > n_speech:
                 raise ValueError(f"{keys[i] if keys else i}: streaming needs at least 3 speech tokens per "
                                  f"text token ({n_text} text, {n_speech} speech); drop or fix this sample")
             rows.append(interleave_text_speech(target[i, :n_text], tokens[i, :n_speech] + self.llm_vocab_size))

@@ -210,3 +210,21 @@ def test_think_and_streaming_conversions_only_where_possible(tiny_tokenizer):
     tts = [{"key": str(i), "txt": "x", "task": "<TEXT2TOKEN>", "extra": {"speech_token": toks}} for i in range(20)]
     out, _ = run(tiny_tokenizer, tts, conf={"use_streaming_tts": {"enable": True, "rate": 1.0}})
     assert {s["output_type"] for s in out} == {"text2token_streaming"}
+
+
+def test_streaming_sample_with_too_few_speech_tokens_is_skipped_not_a_crash(tiny_tokenizer):
+    """The streaming layout needs 3 speech tokens per text token; the model would refuse less."""
+    text = "one two three four"
+    n_text = len(tiny_tokenizer.encode(text, add_special_tokens=False)) + 1  # + eos
+    need = tasks.STREAM_MIN_SPEECH_PER_TEXT * n_text
+    samples = [{"key": k, "txt": text, "task": "<TEXT2TOKEN> <STREAMING>",
+                "extra": {"speech_token": list(range(n))}}
+               for k, n in (("short", need - 3), ("enough", need))]  # wrapped adds 2 markers
+    counter = SkipCounter()
+    tokenized = list(P.tokenize(iter(samples), tiny_tokenizer, counter, prompts={}, speech_token_num=N,
+                                rng=random.Random(0)))
+    for s in tokenized:
+        s["wav"], s["sample_rate"] = None, 16000
+    kept = list(P.filter_samples(iter(tokenized), counter, max_seq_len=0, token_max_length=10**6))
+    assert [s["key"] for s in kept] == ["enough"]
+    assert counter.counts() == {"label_speech_ratio": 1}
