@@ -84,6 +84,8 @@ THINK_CLOSE = "<think end>"
 STREAM_TEXT_CHUNK = 6
 STREAM_SPEECH_CHUNK = 18
 STREAM_MIN_SPEECH_PER_TEXT = STREAM_SPEECH_CHUNK // STREAM_TEXT_CHUNK
+# Fields of `needs` that are training targets, not inputs: decoding does without them.
+TARGET_FIELDS = ("speech_token", "think_str")
 # A target ending in this string gets no eos appended (upstream "<&&>").
 NO_EOS_SUFFIX = "<&&>"
 

@@ -39,7 +39,8 @@ Skip counts are per process: under DDP sum them over ranks.
 
 Modes: "train" applies shuffling, spec augmentation, task conversions and
 multi_num; "eval" and "infer" apply none of them (same data in the same order
-each time); "infer" also keeps samples the length filters would drop.
+each time); "infer" also keeps samples the length filters would drop; "decode" is "infer" for
+decoding: samples lacking target-only fields (speech tokens, think_str) are kept.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ from . import processors as P
 from .skips import SkipCounter
 from .sources import read_entries, read_entry
 
-MODES = ("train", "eval", "infer")
+MODES = ("train", "eval", "infer", "decode")
 
 
 def _dataset_conf(config: dict) -> dict:
@@ -187,13 +188,15 @@ class OsumDataset(IterableDataset):
         banned = filter_conf.pop("banned_words", P.OTHER_ASSISTANT_NAMES)
         stream = P.tokenize(stream, self.tokenizer, counter, prompts=self.prompts,
                             speech_token_num=self.speech_token_num, rng=self._tokenize_rng(), conf=tok_conf,
-                            think_mode=self.think_mode, banned_words=banned)
+                            think_mode=self.think_mode, banned_words=banned,
+                            targets_required=self.mode != "decode")
         stream = P.load_audio(stream, counter)
-        if self.mode == "infer":
+        if self.mode in ("infer", "decode"):
             filter_conf = {"max_length": float("inf"), "min_length": 0, "token_max_length": float("inf"),
                            "token_min_length": 0, "max_seq_len": 0}
         stream = P.filter_samples(stream, counter, only=self.only,
-                                  fiter_txt_is_None=other.get("fiter_txt_is_None", False), **filter_conf)
+                                  fiter_txt_is_None=other.get("fiter_txt_is_None", False),
+                                  check_speech_ratio=self.mode != "decode", **filter_conf)
         stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}))
         feats_type = conf.get("feats_type", "log_mel_spectrogram")
         feat_conf = dict(conf.get("log_mel_spectrogram_conf") or {})
@@ -212,7 +215,7 @@ class OsumDataset(IterableDataset):
         conf = self.conf
         if self.mode == "train" and conf.get("shuffle", True):
             stream = P.shuffle(stream, self._rng(5), **(conf.get("shuffle_conf") or {}))
-        if conf.get("sort", True) and self.mode != "infer":
+        if conf.get("sort", True) and self.mode not in ("infer", "decode"):
             stream = P.sort(stream, **(conf.get("sort_conf") or {}))
         stream = P.batch(stream, **(conf.get("batch_conf") or {}))
         return P.padding(stream)

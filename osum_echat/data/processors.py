@@ -253,8 +253,10 @@ def _patch_text(txt, spec):
     return txt
 
 
-def _missing_field(spec, sample, extra, think_mode):
+def _missing_field(spec, sample, extra, think_mode, targets_required=True):
     for need in spec.needs:
+        if not targets_required and need in task_table.TARGET_FIELDS:
+            continue
         if need == "think_str" and think_mode == "tag":
             if extra.get("q_txt") is None and extra.get("question") is None:
                 return "question (or q_txt)"
@@ -278,14 +280,16 @@ def _target_text(txt, spec, extra, think_mode, rng):
     # upstream quirk (processor.py, language-CoT): a leading "<tag>" is cut
     # from every target, whatever the task - "<HAPPY>" alone becomes "".
     _, txt = split_leading_tag(txt)
-    if spec.think:
+    if spec.think and "think_str" in extra:  # absent only when decoding (targets not required)
         txt = f"{task_table.THINK_OPEN}{extra['think_str']}{task_table.THINK_CLOSE}{txt}"
     return txt
 
 
 def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: int, rng,
-             conf: dict | None = None, think_mode: str = "language", banned_words=OTHER_ASSISTANT_NAMES):
-    """Turn txt/task/extra into label ids, prompt ids, speech tokens and an output_type, by the task table."""
+             conf: dict | None = None, think_mode: str = "language", banned_words=OTHER_ASSISTANT_NAMES,
+             targets_required: bool = True):
+    """Turn txt/task/extra into label ids, prompt ids, speech tokens and an output_type, by the task table.
+    targets_required=False (decoding) keeps samples that lack target-only fields (tasks.TARGET_FIELDS)."""
     conf = conf or {}
     eos = tokenizer.eos_token_id
     prompt_ids = {}  # tag -> encoded prompts, filled on first use
@@ -312,7 +316,7 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
         if txt is None:
             counter.skip("no_target", src, key, f"nothing to keep for {spec.tag} in the target text")
             continue
-        missing = _missing_field(spec, sample, extra, think_mode)
+        missing = _missing_field(spec, sample, extra, think_mode, targets_required)
         if missing:
             counter.skip("missing_field", src, key, f"task {spec.tag} needs extra.{missing}")
             continue
@@ -336,7 +340,8 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
             sample["prompt"] = list(choices[rng.randint(0, len(choices) - 1)]) if choices else []
 
         sample["speech_token"] = []
-        if spec.speech_output:
+        has_tokens = bool(extra.get("speech_token", sample.get("speech_token")))
+        if spec.speech_output and (targets_required or has_tokens):
             # upstream wraps only 4 of the 6 speech-output tasks (history and
             # s2s-streaming samples lose their targets there); here all are wrapped.
             wrapped, err = wrap_speech_tokens(extra.get("speech_token", sample.get("speech_token")),
@@ -476,7 +481,8 @@ def seq_length(sample, num_frames: float, history_len: float) -> float:
 
 
 def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_max_length=200,
-                   token_min_length=1, max_seq_len=1000, only=None, fiter_txt_is_None=False, **unused):
+                   token_min_length=1, max_seq_len=1000, only=None, fiter_txt_is_None=False,
+                   check_speech_ratio=True, **unused):
     """Upstream's length limits. Frame limits apply to speech-input tasks only
     (upstream pads text-only samples with 10 s of noise instead)."""
     for sample in samples:
@@ -484,12 +490,12 @@ def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_m
         if only is not None and spec.output_type not in MIX_CATEGORIES[only]:
             counter.skip("mix_category", src, key, f"{spec.output_type} is not a {only} task")
             continue
-        if spec.speech_output and len(sample["label"]) * 0.8 >= len(sample["speech_token"]):
+        if check_speech_ratio and spec.speech_output and len(sample["label"]) * 0.8 >= len(sample["speech_token"]):
             counter.skip("label_speech_ratio", src, key,
                          f"{len(sample['label'])} text tokens for {len(sample['speech_token'])} speech tokens")
             continue
         need = task_table.STREAM_MIN_SPEECH_PER_TEXT * len(sample["label"])
-        if spec.streaming and len(sample["speech_token"]) < need:
+        if check_speech_ratio and spec.streaming and len(sample["speech_token"]) < need:
             counter.skip("label_speech_ratio", src, key, f"streaming needs {need} speech tokens for "
                          f"{len(sample['label'])} text tokens, has {len(sample['speech_token'])}")
             continue

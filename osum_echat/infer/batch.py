@@ -20,7 +20,7 @@ log = get_logger("osum_echat.infer")
 
 def run(model, tokenizer, config: dict, data_type: str, data_list: str, output: str, *, root=None,
         decode_conf: DecodeConfig | None = None, num_workers: int = 0) -> dict:
-    dataset = build_dataset(one_by_one_config(config), data_type, data_list, tokenizer, root=root, mode="infer")
+    dataset = build_dataset(one_by_one_config(config), data_type, data_list, tokenizer, root=root, mode="decode")
     decoder = Decoder(model, decode_conf)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

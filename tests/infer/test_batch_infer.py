@@ -39,3 +39,25 @@ def test_infer_script_reports_missing_inputs(tmp_path, repo_root):
                         "--data", str(tmp_path / "nope.list"), "--output", str(tmp_path / "o")],
                        capture_output=True, text=True, cwd=repo_root)
     assert r.returncode == 2 and "not found" in r.stdout
+
+
+def test_decoding_keeps_samples_without_target_only_fields(tmp_path, tiny_tokenizer, repo_root):
+    """Speech tokens and think_str are training targets: decoding must not need them (training does)."""
+    from osum_echat.data.dataset import build_dataset, one_by_one_config
+
+    t = np.arange(8000) / 16000
+    sf.write(tmp_path / "q.wav", (0.2 * np.sin(2 * np.pi * 300 * t)).astype("float32"), 16000)
+    rows = [{"key": "s2s", "wav": "q.wav", "txt": "fine thanks", "task": "<S2TCHAT> <TEXT2TOKEN>"},
+            {"key": "think", "wav": "q.wav", "txt": "i hear you", "task": "<S2TCHAT> <TEXT2TOKEN> <THINK>"},
+            {"key": "tts", "txt": "good morning", "task": "<TEXT2TOKEN>"},
+            {"key": "t2t", "txt": "an answer", "task": "<TEXT2TEXT>"}]  # question is an input: still needed
+    (tmp_path / "d.list").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = one_by_one_config(load_config(repo_root / "conf/tiny_ct_config.yaml"))
+
+    def keys(mode):
+        ds = build_dataset(cfg, "raw", str(tmp_path / "d.list"), tiny_tokenizer, root=str(tmp_path), mode=mode)
+        return [b.keys[0] for b in ds], ds.skip_counts()
+
+    assert keys("infer") == ([], {"missing_field": 4})
+    kept, skipped = keys("decode")
+    assert sorted(kept) == ["s2s", "think", "tts"] and skipped == {"missing_field": 1}
