@@ -115,6 +115,10 @@ class TaskSpec:
       streaming     text and speech tokens are interleaved
       embeds_history previous turns are embedded before the current one
                     (upstream: every speech-in, speech-out type)
+      seq_budget_factor  share of max_seq_in_batch a dynamic batch of this task
+                    may fill (upstream's per-type factors for speech-to-speech)
+      tag_cot_keeps_emotion  tag-CoT keeps the target's leading emotion tag
+                    (adding the neutral one when absent)
     """
     tag: str
     output_type: str
@@ -130,6 +134,8 @@ class TaskSpec:
     uses_prompt: bool = False
     text_target: bool = True
     streaming: bool = False
+    seq_budget_factor: float = 1.0
+    tag_cot_keeps_emotion: bool = False
 
     @property
     def system_prompt(self) -> str:
@@ -147,6 +153,11 @@ class TaskSpec:
     @property
     def embeds_history(self) -> bool:
         return self.speech_input and self.speech_output
+
+    @property
+    def mix_category(self) -> str:
+        """Which of the four training lists it belongs to: s2t, t2s, s2s or t2t."""
+        return ("s" if self.speech_input else "t") + "2" + ("s" if self.speech_output else "t")
 
 
 def _understanding(tag: str, **kw) -> TaskSpec:
@@ -174,8 +185,9 @@ _ROWS = [
     *[_understanding(x) for x in _OTHER_UNDERSTANDING],
     _understanding("<TRANSCRIBE> <S2TCHAT>", only_x="<S2TCHAT>", only_x_take="answer"),
     # speech -> text chat (no user prompt in the sequence)
-    TaskSpec("<S2TCHAT>", "s2t_chat", think_tag="<S2TCHAT> <THINKER>"),
-    TaskSpec("<S2TCHAT> <THINKER>", "s2t_chat_think", think=True, needs=("think_str",)),
+    TaskSpec("<S2TCHAT>", "s2t_chat", think_tag="<S2TCHAT> <THINKER>", tag_cot_keeps_emotion=True),
+    TaskSpec("<S2TCHAT> <THINKER>", "s2t_chat_think", think=True, needs=("think_str",),
+             tag_cot_keeps_emotion=True),
     TaskSpec("<S2TCHAT_FAKE>", "s2t_chat_fake"),
     # text -> text chat: the question is the user prompt
     TaskSpec("<TEXT2TEXT>", "text2text", input="text", needs=("question",),
@@ -188,13 +200,14 @@ _ROWS = [
     # speech -> text + speech tokens
     TaskSpec("<S2TCHAT> <TEXT2TOKEN>", "speech2text_token", needs=("speech_token",),
              speech_output=True, streaming_tag="<S2TCHAT> <TEXT2TOKEN> <STREAMING>",
-             think_tag="<S2TCHAT> <TEXT2TOKEN> <THINK>"),
+             think_tag="<S2TCHAT> <TEXT2TOKEN> <THINK>", seq_budget_factor=0.8, tag_cot_keeps_emotion=True),
     TaskSpec("<S2TCHAT> <TEXT2TOKEN> <STREAMING>", "speech2text_token_streaming",
-             needs=("speech_token",), speech_output=True, streaming=True),
+             needs=("speech_token",), speech_output=True, streaming=True, seq_budget_factor=0.6),
     TaskSpec("<S2TCHAT> <TEXT2TOKEN> <THINK>", "speech2text_token_think",
-             needs=("speech_token", "think_str"), speech_output=True, think=True),
+             needs=("speech_token", "think_str"), speech_output=True, think=True, seq_budget_factor=0.6,
+             tag_cot_keeps_emotion=True),
     TaskSpec("<S2TCHAT> <TEXT2TOKEN> <HISTORY>", "speech2text_token_history",
-             needs=("speech_token",), speech_output=True),
+             needs=("speech_token",), speech_output=True, seq_budget_factor=0.6),
 ]
 
 TASKS: dict[str, TaskSpec] = {row.tag: row for row in _ROWS}
@@ -213,6 +226,7 @@ HISTORY_VARIANT = {"<S2TCHAT> <TEXT2TOKEN>": "<S2TCHAT> <TEXT2TOKEN> <HISTORY>"}
 DEFAULT_TASK = "<TRANSCRIBE>"  # upstream's default when a sample has no task
 
 OUTPUT_TYPES = tuple(sorted({row.output_type for row in _ROWS}))
+MIX_CATEGORIES = ("s2t", "t2s", "s2s", "t2t")
 
 _SPACES = re.compile(r"\s+")
 

@@ -51,9 +51,6 @@ NEUTRAL_TAG = "<中立>"
 TAG_COT_EMOTIONS = frozenset(
     ["愉悦", "抱歉", "开心", "愤怒", "惊讶", "厌恶", "悲伤", "害怕", "哭腔", "安慰鼓励", "中立"]
     + [f"<{x}>" for x in ("愉悦", "抱歉", "开心", "愤怒", "惊讶", "厌恶", "悲伤", "害怕", "哭腔", "安慰鼓励", "中立")])
-# tasks whose leading <emotion> tag tag-CoT keeps (adding NEUTRAL_TAG when absent)
-TAG_COT_CHAT_TASKS = frozenset(["<S2TCHAT> <THINKER>", "<S2TCHAT> <TEXT2TOKEN> <THINK>", "<S2TCHAT>",
-                                "<S2TCHAT> <TEXT2TOKEN>"])
 
 _CJK_SPACES = re.compile(r"\s*([\u4e00-\u9fff])\s*")
 _LT_SPACES = re.compile(r"\s*<\s*")
@@ -271,7 +268,7 @@ def _missing_field(spec, sample, extra, think_mode, targets_required=True):
 def _target_text(txt, spec, extra, think_mode, rng):
     """Think wrapping and leading-tag handling of the two chain-of-thought styles."""
     if think_mode == "tag":
-        if spec.tag in TAG_COT_CHAT_TASKS and split_leading_tag(txt)[0] is None:
+        if spec.tag_cot_keeps_emotion and split_leading_tag(txt)[0] is None:
             txt = NEUTRAL_TAG + txt
         if spec.think:
             think, txt = tag_cot(txt, extra, rng)
@@ -450,13 +447,7 @@ def resample_audio(samples, resample_rate: int = 16000):
 
 # --------------------------------------------------------------------------- filter
 
-MIX_CATEGORIES = {
-    "s2t": ("text", "s2t_chat", "s2t_chat_fake", "s2t_chat_think"),
-    "t2s": ("text2token", "text2token_streaming"),
-    "s2s": ("speech2text_token", "speech2text_token_streaming", "speech2text_token_think",
-            "speech2text_token_history"),
-    "t2t": ("text2text",),
-}
+MIX_CATEGORIES = task_table.MIX_CATEGORIES
 INSTRUCT_OVERHEAD = 29 * 2  # upstream's allowance for the chat-template tokens
 
 
@@ -487,7 +478,7 @@ def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_m
     (upstream pads text-only samples with 10 s of noise instead)."""
     for sample in samples:
         key, src, spec = sample.get("key"), sample.get("src", "?"), sample["spec"]
-        if only is not None and spec.output_type not in MIX_CATEGORIES[only]:
+        if only is not None and spec.mix_category != only:
             counter.skip("mix_category", src, key, f"{spec.output_type} is not a {only} task")
             continue
         if check_speech_ratio and spec.speech_output and len(sample["label"]) * 0.8 >= len(sample["speech_token"]):
@@ -643,9 +634,6 @@ def static_batch(samples, batch_size=16):
 
 
 # upstream shrinks the sequence budget for the speech-output types
-SEQ_BUDGET_FACTOR = {"speech2text_token": 0.8, "speech2text_token_streaming": 0.6,
-                     "speech2text_token_think": 0.6, "speech2text_token_history": 0.6}
-
 
 def dynamic_batch(samples, max_frames_in_batch=12000, max_seq_in_batch=10000000):
     """Batch until longest x count would pass the frame or sequence budget (upstream's rule)."""
@@ -655,7 +643,7 @@ def dynamic_batch(samples, max_frames_in_batch=12000, max_seq_in_batch=10000000)
         frames = sample["feat"].size(0) + history_len
         seq = seq_length(sample, sample["feat"].size(0), history_len)
         group = _group(sample)
-        budget = max_seq_in_batch * SEQ_BUDGET_FACTOR.get(sample["output_type"], 1.0)
+        budget = max_seq_in_batch * sample["spec"].seq_budget_factor
         buf, longest_frames, longest_seq = state.get(group, ([], 0, 0))
         longest_frames, longest_seq = max(longest_frames, frames), max(longest_seq, seq)
         n = len(buf) + 1
