@@ -84,6 +84,10 @@ THINK_CLOSE = "<think end>"
 STREAM_TEXT_CHUNK = 6
 STREAM_SPEECH_CHUNK = 18
 STREAM_MIN_SPEECH_PER_TEXT = STREAM_SPEECH_CHUNK // STREAM_TEXT_CHUNK
+# The tag-CoT think chain (think_mode: tag). Upstream's exact template: the released tag-think
+# checkpoint was trained on it, so its wording changes the numbers (processor_tag_think.py).
+TAG_COT_TEMPLATE = ("用户说的话是:{question},年龄为:{age},性别为:{gender},情感为:{q_emotion},"
+                    "声音事件为:{caption},推测使用的回复情感为:{emotion},我应该综合用户的语义和副语言信息给出专业且对应的回答")
 # Fields of `needs` that are training targets, not inputs: decoding does without them.
 TARGET_FIELDS = ("speech_token", "think_str")
 # A target ending in this string gets no eos appended (upstream "<&&>").

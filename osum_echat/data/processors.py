@@ -107,8 +107,8 @@ def tag_cot(txt: str, extra: dict, rng):
     age = _as_tag(extra.get("age"), None) or fill("<ADULT>")
     gender = _as_tag(extra.get("gender"), None) or fill("<MALE>")
     caption = _as_tag(extra.get("caption"), None) or fill("<OTHER>")
-    think = (f"用户说的话是:{question},年龄为:{age},性别为:{gender},情感为:{q_emotion},"
-             f"声音事件为:{caption},推测使用的回复情感为:{emotion},我应该综合用户的语义和副语言信息给出专业且对应的回答")
+    think = task_table.TAG_COT_TEMPLATE.format(question=question, age=age, gender=gender, q_emotion=q_emotion,
+                                               caption=caption, emotion=emotion)
     return think, txt
 
 
