@@ -196,24 +196,25 @@ def wrap_speech_tokens(tokens, speech_token_num: int):
     return [limit] + out + [limit], None
 
 
+# upstream's random conversions: (other_tokenze_conf key, TaskSpec column naming the target tag,
+# whether a sample of that row may convert)
+_CONVERSIONS = (
+    ("use_streaming_tts", "streaming_tag", lambda spec, extra, think_mode: not spec.speech_input),
+    ("use_s2s_streaming_random", "streaming_tag", lambda spec, extra, think_mode: spec.speech_input),
+    ("use_think_mode", "think_tag", lambda spec, extra, think_mode: _has_think_source(extra, think_mode)),
+)
+
+
 def _convert(spec, txt, extra, conf, rng, think_mode="language"):
     """Upstream's optional random task conversions (all off unless enabled in other_tokenze_conf)."""
     if conf.get("use_50_per_change_if_only_X", False) and spec.only_x and rng.random() < 0.5:
         cut = first_tag(txt) if spec.only_x_take == "first_tag" else answer_part(txt)
         return task_table.TASKS[spec.only_x], cut
-    for key, attr in (("use_streaming_tts", "streaming_tag"), ("use_s2s_streaming_random", "streaming_tag"),
-                      ("use_think_mode", "think_tag")):
+    for key, column, applies in _CONVERSIONS:
         opt = conf.get(key) or {}
-        target = getattr(spec, attr)
-        if not opt.get("enable", False) or target is None:
-            continue
-        if key == "use_streaming_tts" and spec.input != "text":
-            continue
-        if key == "use_s2s_streaming_random" and spec.input != "speech":
-            continue
-        if key == "use_think_mode" and not _has_think_source(extra, think_mode):
-            continue
-        if rng.random() < opt.get("rate", 0.5):
+        target = getattr(spec, column)
+        if opt.get("enable", False) and target is not None and applies(spec, extra, think_mode) \
+                and rng.random() < opt.get("rate", 0.5):
             return task_table.TASKS[target], txt
     nl = conf.get("natural_language_convert") or {}
     if (nl.get("enable", False) and spec.output_type == "text" and isinstance(extra.get("natural_language"), str)
