@@ -115,6 +115,17 @@ def _resolve(obj, root, path, depth):
     return obj
 
 
+def key_mismatch(expected: dict, state_dict: dict) -> str | None:
+    """None when `state_dict` has exactly the keys and shapes of `expected` (name -> shape), else a summary."""
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state_dict) if tuple(state_dict[k].shape) != tuple(expected[k]))
+    if not (missing or unexpected or wrong):
+        return None
+    return (f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, {len(wrong)} "
+            f"wrong shape {[(k, tuple(state_dict[k].shape), tuple(expected[k])) for k in wrong[:5]]}")
+
+
 # ----------------------------------------------------------------------------------------------------
 # Typed configs. Defaults are the CosyVoice-300M-25Hz values (spec §1); the yaml overrides them.
 

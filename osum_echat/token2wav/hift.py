@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from osum_echat.token2wav.config import HiFTConfig
+from osum_echat.token2wav.config import HiFTConfig, key_mismatch
 
 WN_FORMS = {
     "parametrizations": (".parametrizations.weight.original0", ".parametrizations.weight.original1"),
@@ -213,33 +213,16 @@ class HiFTGenerator(nn.Module):
 # --- loading ---------------------------------------------------------------------------------------------
 def hift_checkpoint_keys(model: HiFTGenerator, form: str = "legacy") -> dict[str, tuple]:
     """The `hift.pt` key -> shape map this model expects, in one weight-norm form."""
-    g_suffix, v_suffix = WN_FORMS[form]
-    wn = set(model.weight_norm_layers())
-    out = {}
-    for name, p in model.state_dict().items():
-        layer, _, leaf = name.rpartition(".")
-        if leaf == "weight" and layer in wn:
-            g_shape = (p.shape[0],) + (1,) * (p.dim() - 1)
-            out[layer + g_suffix] = g_shape
-            out[layer + v_suffix] = tuple(p.shape)
-        else:
-            out[name] = tuple(p.shape)
-    return out
+    return {k: tuple(v.shape) for k, v in unfold_hift_state_dict(model, form).items()}
 
 
 def fold_hift_state_dict(model: HiFTGenerator, sd: dict, source: str = "hift.pt") -> dict:
     """Strip a leading `generator.`, fold weight norm (either form) and check keys and shapes strictly."""
     sd = {(k[len("generator."):] if k.startswith("generator.") else k): v for k, v in sd.items()}
     form = "parametrizations" if any(k.endswith(WN_FORMS["parametrizations"][0]) for k in sd) else "legacy"
-    expected = hift_checkpoint_keys(model, form)
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(sd) if tuple(sd[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        raise HiFTKeyError(
-            f"{source}: does not match this HiFT config ({form} weight-norm form): "
-            f"{len(missing)} missing {missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, "
-            f"{len(wrong)} wrong shape {[(k, tuple(sd[k].shape), expected[k]) for k in wrong[:5]]}")
+    problem = key_mismatch(hift_checkpoint_keys(model, form), sd)
+    if problem:
+        raise HiFTKeyError(f"{source}: does not match this HiFT config ({form} weight-norm form): {problem}")
     g_suffix, v_suffix = WN_FORMS[form]
     out = {}
     for key, value in sd.items():

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from osum_echat.token2wav.config import Token2WavConfig, load_config, load_hyperpyyaml_inert, parse_config
+from osum_echat.token2wav.config import (Token2WavConfig, key_mismatch, load_config, load_hyperpyyaml_inert,
+                                         parse_config)
 from osum_echat.token2wav.flow import MaskedDiffWithXvec
 from osum_echat.token2wav.hift import HiFTGenerator, HiFTKeyError, fold_hift_state_dict
 
@@ -53,14 +54,9 @@ def _load_state(path: Path) -> dict:
 
 
 def load_flow_state_dict(flow: MaskedDiffWithXvec, sd: dict, source: str = FLOW_FILE) -> None:
-    want = {k: tuple(v.shape) for k, v in flow.state_dict().items()}
-    missing = sorted(set(want) - set(sd))
-    unexpected = sorted(set(sd) - set(want))
-    wrong = sorted(k for k in set(want) & set(sd) if tuple(sd[k].shape) != want[k])
-    if missing or unexpected or wrong:
-        raise ModelDirError(f"{source}: does not match the flow built from {CONFIG_FILE}: {len(missing)} missing "
-                            f"{missing[:5]}, {len(unexpected)} unexpected {unexpected[:5]}, {len(wrong)} wrong "
-                            f"shape {[(k, tuple(sd[k].shape), want[k]) for k in wrong[:5]]}")
+    problem = key_mismatch({k: tuple(v.shape) for k, v in flow.state_dict().items()}, sd)
+    if problem:
+        raise ModelDirError(f"{source}: does not match the flow built from {CONFIG_FILE}: {problem}")
     flow.load_state_dict(sd, strict=True, assign=flow.input_embedding.weight.is_meta)
 
 
