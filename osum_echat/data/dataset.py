@@ -23,9 +23,9 @@ text like upstream) are counted by `note_counts()`.
 
 Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
   speech_token_num, prompt_conf_path, expand_dialogue_prefix (added:
-  resample_history_like_upstream, default true, see processors), other_tokenze_conf
+  resample_history_like_upstream, default true, see data/tokenize.py), other_tokenze_conf
   (task conversions), filter_conf (+ other_filter_conf; added: banned_words, the
-  other-assistant word list, default processors.OTHER_ASSISTANT_NAMES),
+  other-assistant word list, default labels.OTHER_ASSISTANT_NAMES),
   resample_conf, feats_type (log_mel_spectrogram | fbank), log_mel_spectrogram_conf,
   fbank_conf, spec_aug/spec_sub/spec_trim (+ _conf), shuffle/shuffle_conf,
   sort/sort_conf, batch_conf, multi_num, split_num, data_recover/data_recover_conf;
