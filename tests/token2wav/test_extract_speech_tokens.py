@@ -184,3 +184,18 @@ def test_cli_errors_are_one_line(tmp_path, tiny_dir, capsys):
             X.main(argv)
         err = capsys.readouterr().err
         assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_truncated_tar_keeps_the_samples_before_the_damage(tmp_path, tiny_dir, capsys):
+    data = write_list(tmp_path / "in")
+    shard_list, _ = raw_to_shard(str(data), str(tmp_path / "shards"), per_shard=20)
+    tar = tmp_path / "shards" / "shards_000000000.tar"
+    with tarfile.open(tar) as t:
+        cut = next(m for m in t.getmembers() if m.name == "u3.wav").offset_data + 100
+    tar.write_bytes(tar.read_bytes()[:cut])
+    summary = run(["--model_dir", str(tiny_dir), "--data_type", "shard", "--data", str(shard_list),
+                   "--output", str(tmp_path / "out"), "--threads", "1"], capsys)
+    assert summary["skipped"] == {"bad_audio": 1, "corrupt_tar": 1} and summary["tokenized"] == 3
+    with tarfile.open(tmp_path / "out" / tar.name) as t:
+        assert sorted({m.name.split(".")[0] for m in t.getmembers()}) == ["u0", "u1", "u2"]
+    assert str(tar) in (tmp_path / "out" / "skipped.tsv").read_text()
