@@ -51,6 +51,7 @@ def write_list(root, n=6):
     lines.insert(2, {"key": "gone", "wav": "wav/gone.wav", "txt": "x", "task": "<TEXT2TOKEN>"})
     (root / "wav/bad.wav").write_bytes(b"RIFF not really")
     lines.insert(4, {"key": "bad", "wav": "wav/bad.wav", "txt": "x", "task": "<TEXT2TOKEN>"})
+    lines[0]["history"] = [{"wav": "wav/u1.wav", "txt": "earlier"}]
     lines.append({"key": "t2t", "txt": "answer", "task": "<TEXT2TEXT>", "extra": {"question": "q"}})
     soundfile.write(root / "wav/long.wav", np.zeros(16000 * 31, dtype=np.float32), 16000)
     lines.append({"key": "long", "wav": "wav/long.wav", "txt": "x", "task": "<TEXT2TOKEN>"})
@@ -101,6 +102,7 @@ def test_raw_list_filled_bad_files_reported_and_resumed(tmp_path, tiny_dir, caps
         assert len(tokens) == -(-int((0.6 + 0.2 * i) * 100) // 4) and len(set(tokens)) > 1
         assert extra["duration"] == pytest.approx(0.6 + 0.2 * i if i % 3 else 1.0)
         assert row["wav"] == str(tmp_path / f"in/wav/u{i}.wav") and row["txt"] == "the color is red"
+    assert rows[0]["history"] == [{"wav": str(tmp_path / "in/wav/u1.wav"), "txt": "earlier"}]
     assert rows[6] == {"key": "t2t", "txt": "answer", "task": "<TEXT2TEXT>", "extra": {"question": "q"}}
     complete = (out / "data.list").read_bytes()
 
