@@ -42,8 +42,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from osum_echat.infer.batch import run
-    from osum_echat.models import build_model
-    from osum_echat.models.checkpoint import CheckpointError, load_checkpoint
+    from osum_echat.models import load_for_inference
+    from osum_echat.models.checkpoint import CheckpointError
     from osum_echat.tokenizer import load_tokenizer
     from osum_echat.train.devices import DeviceError, select_device
 
@@ -51,11 +51,9 @@ def main(argv=None) -> int:
         device = select_device(args.device)
         config = load_config(args.config, args.override)
         tokenizer = load_tokenizer(config["llm_path"])
-        model = build_model(config, device="cpu", tokenizer=tokenizer)
-        load_checkpoint(model, args.checkpoint, strict=True)
+        model = load_for_inference(config, args.checkpoint, device, getattr(torch, args.dtype), tokenizer)
     except (ConfigError, CheckpointError, DeviceError) as e:
         fail(str(e))
-    model.to(device=device, dtype=getattr(torch, args.dtype)).eval()
     decode_conf = DecodeConfig(max_text_tokens=args.max_text_tokens, max_speech_tokens=args.max_speech_tokens,
                                do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
                                top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
