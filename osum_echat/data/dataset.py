@@ -23,9 +23,9 @@ text like upstream) are counted by `note_counts()`.
 
 Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
   speech_token_num, prompt_conf_path, expand_dialogue_prefix (added:
-  resample_history_like_upstream, default true, see processors), other_tokenze_conf
+  resample_history_like_upstream, default true, see data/tokenize.py), other_tokenze_conf
   (task conversions), filter_conf (+ other_filter_conf; added: banned_words, the
-  other-assistant word list, default processors.OTHER_ASSISTANT_NAMES),
+  other-assistant word list, default labels.OTHER_ASSISTANT_NAMES),
   resample_conf, feats_type (log_mel_spectrogram | fbank), log_mel_spectrogram_conf,
   fbank_conf, spec_aug/spec_sub/spec_trim (+ _conf), shuffle/shuffle_conf,
   sort/sort_conf, batch_conf, multi_num, split_num, data_recover/data_recover_conf;
@@ -91,7 +91,7 @@ def one_by_one_config(config: dict) -> dict:
 class OsumDataset(IterableDataset):
     """One list (raw | shard | combine) through the whole pipeline, yielding Batch objects."""
 
-    def __init__(self, config: dict, data_type: str, list_path: str, tokenizer, *, root: Optional[str] = None,
+    def __init__(self, config: dict, data_type: str, list_path: Optional[str], tokenizer, *, root: Optional[str] = None,
                  mode: str = "train", only: Optional[str] = None, rank: Optional[int] = None,
                  world_size: Optional[int] = None, counter: Optional[SkipCounter] = None):
         if mode not in MODES:
@@ -113,8 +113,8 @@ class OsumDataset(IterableDataset):
         self.mode, self.only, self.root = mode, only, root
         self.tokenizer = tokenizer
         self.prompts = load_prompts(self.conf.get("prompt_conf_path"))
-        try:
-            self.entries = read_entries(list_path, data_type, root)
+        try:  # no list (None): samples come from the caller through process() (infer/runtime.py)
+            self.entries = read_entries(list_path, data_type, root) if list_path is not None else []
         except FileNotFoundError as e:
             raise ConfigError(f"data list: {e}") from None
         self.list_path = str(list_path)
@@ -172,9 +172,13 @@ class OsumDataset(IterableDataset):
     # ---------------------------------------------------------------- pipeline
     def samples(self):
         """Sample dicts up to (and including) features and augmentation."""
-        conf, counter, train = self.conf, self.counter, self.mode == "train"
         entries = self.my_entries()
-        stream = (s for e in entries for s in read_entry(e, counter, self.root))
+        return self.process(s for e in entries for s in read_entry(e, self.counter, self.root))
+
+    def process(self, stream):
+        """Source sample dicts (key, txt, task, extra, history, audio: path or bytes) through every
+        stage up to features and augmentation."""
+        conf, counter, train = self.conf, self.counter, self.mode == "train"
         expand = conf.get("expand_dialogue_prefix") or {}
         if expand.get("enable", False):
             stream = P.expand_dialogue_prefix(

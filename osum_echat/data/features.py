@@ -94,12 +94,15 @@ def _mel_to_hz(m):
     return np.where(m >= 15.0, log, lin)
 
 
-@functools.lru_cache(maxsize=4)
-def mel_filters(n_mels: int = 80, n_fft: int = 400, sample_rate: int = 16000) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)
+def mel_filters(n_mels: int = 80, n_fft: int = 400, sample_rate: int = 16000, fmin: float = 0.0,
+                fmax: float | None = None) -> torch.Tensor:
     """Slaney-normalised triangular mel filterbank (n_mels, n_fft // 2 + 1), the filters Whisper
-    ships (librosa.filters.mel's defaults), computed here so workers need not import librosa."""
+    ships (librosa.filters.mel's defaults; fmax None = sample_rate / 2), computed here so workers
+    need not import librosa."""
     fft_freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), n_mels + 2))
+    fmax = sample_rate / 2.0 if fmax is None else fmax
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
     widths = np.diff(edges)
     ramps = edges[:, None] - fft_freqs[None, :]
     rising = -ramps[:-2] / widths[:-1, None]
