@@ -29,7 +29,10 @@ Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
   resample_conf, feats_type (log_mel_spectrogram | fbank), log_mel_spectrogram_conf,
   fbank_conf, spec_aug/spec_sub/spec_trim (+ _conf), shuffle/shuffle_conf,
   sort/sort_conf, batch_conf, multi_num, split_num, data_recover/data_recover_conf;
-  added: mix_weights (four-way mixing). Top level: seed, think_mode (language | tag).
+  added: mix_weights (four-way mixing); eod_id (must be the tokenizer's end id);
+  filter_conf.filter_no_extra_info and language_conf.limited_langs count notes (data/tokenize.py);
+  filter_conf.other_filter_conf.only_* (data/filters.py). Every key is checked by config_schema.py.
+  Top level: seed, think_mode (language | tag).
 Determinism: every random choice comes from generators seeded by
 (seed, epoch, rank, worker), so the same epoch gives the same batches in every
 run and a trainer may resume by replaying batches or by `start_index`. In
@@ -112,6 +115,10 @@ class OsumDataset(IterableDataset):
             raise ConfigError("dataset_conf.speed_perturb: true is not supported; set it to false")
         self.mode, self.only, self.root = mode, only, root
         self.tokenizer = tokenizer
+        eod = self.conf.get("eod_id")  # upstream sets tokenizer.eod_id from it and reads it nowhere
+        if eod is not None and eod != tokenizer.eos_token_id:
+            raise ConfigError(f"dataset_conf.eod_id is {eod} but the tokenizer of llm_path ends a reply with "
+                              f"{tokenizer.eos_token_id}; remove eod_id (the end id comes from the tokenizer)")
         self.prompts = load_prompts(self.conf.get("prompt_conf_path"))
         try:
             self.entries = read_entries(list_path, data_type, root)
@@ -182,19 +189,19 @@ class OsumDataset(IterableDataset):
                 bool(expand.get("keep_final", True)),
                 bool(expand.get("resample_history_like_upstream", True)))
         tok_conf = (conf.get("other_tokenze_conf") or {}) if train else {}
-        filter_conf = dict(conf.get("filter_conf") or {})
-        other = dict(filter_conf.pop("other_filter_conf", None) or {})
-        other.update(conf.get("other_filter_conf") or {})
+        filter_conf, other, only = P.filter_options(conf, self.only)
         banned = filter_conf.pop("banned_words", P.OTHER_ASSISTANT_NAMES)
         stream = P.tokenize(stream, self.tokenizer, counter, prompts=self.prompts,
                             speech_token_num=self.speech_token_num, rng=self._tokenize_rng(), conf=tok_conf,
                             think_mode=self.think_mode, banned_words=banned,
-                            targets_required=self.mode != "decode")
+                            targets_required=self.mode != "decode",
+                            note_missing_task=filter_conf.pop("filter_no_extra_info", False),
+                            limited_langs=(conf.get("language_conf") or {}).get("limited_langs"))
         stream = P.load_audio(stream, counter)
         if self.mode in ("infer", "decode"):
             filter_conf = {"max_length": float("inf"), "min_length": 0, "token_max_length": float("inf"),
                            "token_min_length": 0, "max_seq_len": 0}
-        stream = P.filter_samples(stream, counter, only=self.only,
+        stream = P.filter_samples(stream, counter, only=only,
                                   fiter_txt_is_None=other.get("fiter_txt_is_None", False),
                                   check_speech_ratio=self.mode != "decode", **filter_conf)
         stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import labels
 from .. import tasks as task_table
+from ..config import ConfigError
 
 MIX_CATEGORIES = task_table.MIX_CATEGORIES
 INSTRUCT_OVERHEAD = 29 * 2  # upstream's allowance for the chat-template tokens
@@ -29,14 +30,19 @@ def seq_length(sample, num_frames: float, history_len: float) -> float:
 
 
 def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_max_length=200,
-                   token_min_length=1, max_seq_len=1000, only=None, fiter_txt_is_None=False,
-                   check_speech_ratio=True, **unused):
+                   token_min_length=1, max_seq_len=1000, only=(), fiter_txt_is_None=False,
+                   check_speech_ratio=True):
     """Upstream's length limits. Frame limits apply to speech-input tasks only
-    (upstream pads text-only samples with 10 s of noise instead)."""
+    (upstream pads text-only samples with 10 s of noise instead).
+
+    only: mix categories ("s2t", ...) a sample must belong to, all of them, as upstream applies every
+    other_filter_conf.only_* that is on."""
+    only = (only,) if isinstance(only, str) else tuple(only or ())
     for sample in samples:
         key, src, spec = sample.get("key"), sample.get("src", "?"), sample["spec"]
-        if only is not None and spec.mix_category != only:
-            counter.skip("mix_category", src, key, f"{spec.output_type} is not a {only} task")
+        wrong = next((o for o in only if spec.mix_category != o), None)
+        if wrong is not None:
+            counter.skip("mix_category", src, key, f"{spec.output_type} is not a {wrong} task")
             continue
         if check_speech_ratio and spec.speech_output and len(sample["label"]) * 0.8 >= len(sample["speech_token"]):
             counter.skip("label_speech_ratio", src, key,
@@ -69,3 +75,20 @@ def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_m
             counter.skip("seq_too_long", src, key, f"estimated sequence {seq:.0f} > max_seq_len {max_seq_len}")
             continue
         yield sample
+
+
+def filter_options(conf: dict, only=None):
+    """(filter_conf without its nested options, other_filter_conf, mix categories to keep) from dataset_conf.
+
+    other_filter_conf is read from filter_conf (where upstream's filter reads it) and, as before, from
+    dataset_conf (where upstream's ct_config.yaml puts fiter_txt_is_None). `only`: the category a
+    four-way mixing part keeps; every other_filter_conf.only_<category> that is on is kept too."""
+    filter_conf = dict(conf.get("filter_conf") or {})
+    other = dict(filter_conf.pop("other_filter_conf", None) or {})
+    other.update(conf.get("other_filter_conf") or {})
+    wanted = [c for c in MIX_CATEGORIES if other.get(f"only_{c}", False)]
+    if len(wanted) > 1:
+        raise ConfigError(f"dataset_conf.filter_conf.other_filter_conf: only_{' and only_'.join(wanted)} are all on; "
+                          f"a sample belongs to one category, so nothing would be kept (upstream drops everything "
+                          f"too); turn on at most one")
+    return filter_conf, other, tuple(dict.fromkeys(([only] if only else []) + wanted))
