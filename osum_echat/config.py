@@ -164,19 +164,36 @@ def check_llm_path(llm_path: str, need_tokenizer: bool = True, base: str | None 
     """
     path = resolve_path(llm_path, base)
     if not path.is_dir():
-        cached = _hf_cache_dir(str(llm_path))
+        cached = _hf_cache_dir(str(llm_path)) if _looks_like_hub_id(str(llm_path)) else None
         if cached is None:
-            raise ConfigError(
-                f"llm_path '{llm_path}': no such local directory and not in the Hugging Face cache; "
-                f"download it (huggingface-cli download {llm_path} --local-dir DIR) and set llm_path to DIR")
+            raise ConfigError(f"llm_path '{llm_path}': {_missing_llm_hint(str(llm_path), base)}")
         path = cached
     if not (path / "config.json").is_file():
         raise ConfigError(f"llm_path '{path}': config.json is missing; it must hold a Hugging Face Qwen2 model")
     if need_tokenizer and not any(all((path / f).is_file() for f in group) for group in TOKENIZER_FILES):
         raise ConfigError(
-            f"llm_path '{path}': no tokenizer files (tokenizer.json, or vocab.json + merges.txt); "
-            f"download the full model into it (see conf/qwen2.5-3b-instruct/README.md)")
+            f"llm_path '{path}': no tokenizer files (tokenizer.json, or vocab.json + merges.txt); write the "
+            f"Qwen2.5 tokenizer into it offline: python -m osum_echat.tools.qwen_tokenizer --out {path} "
+            f"(see conf/qwen2.5-3b-instruct/README.md)")
     return path
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """"Qwen/Qwen2.5-3B-Instruct": one slash, no leading ./ ~ /, and no local folder named like its owner."""
+    if name.count("/") != 1 or name.startswith((".", "/", "~")) or name.endswith("/"):
+        return False
+    return not Path(name.split("/", 1)[0]).is_dir()
+
+
+def _missing_llm_hint(name: str, base: str | None) -> str:
+    if _looks_like_hub_id(name):
+        return (f"no such local directory and not in the Hugging Face cache; download it "
+                f"(huggingface-cli download {name} --local-dir DIR) and set llm_path to DIR")
+    where = "" if os.path.isabs(os.path.expanduser(name)) else \
+        " (relative paths are taken from the working directory" + (f", then {base})" if base else ")")
+    return (f"no such local directory{where}; set llm_path to the folder that holds the Qwen2 model's "
+            f"config.json and tokenizer (conf/qwen2.5-3b-instruct for the full size, after tools/install.sh), "
+            f"or create that folder")
 
 
 def _hf_cache_dir(repo_id: str) -> Path | None:

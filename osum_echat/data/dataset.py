@@ -95,7 +95,7 @@ class OsumDataset(IterableDataset):
     """One list (raw | shard | combine) through the whole pipeline, yielding Batch objects."""
 
     def __init__(self, config: dict, data_type: str, list_path: str, tokenizer, *, root: Optional[str] = None,
-                 mode: str = "train", only: Optional[str] = None, rank: Optional[int] = None,
+                 mode: str = "train", only=None, rank: Optional[int] = None,
                  world_size: Optional[int] = None, counter: Optional[SkipCounter] = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -197,11 +197,12 @@ class OsumDataset(IterableDataset):
                             targets_required=self.mode != "decode",
                             note_missing_task=filter_conf.pop("filter_no_extra_info", False),
                             limited_langs=(conf.get("language_conf") or {}).get("limited_langs"))
+        stream = P.route(stream, counter, only)
         stream = P.load_audio(stream, counter)
         if self.mode in ("infer", "decode"):
             filter_conf = {"max_length": float("inf"), "min_length": 0, "token_max_length": float("inf"),
                            "token_min_length": 0, "max_seq_len": 0}
-        stream = P.filter_samples(stream, counter, only=only,
+        stream = P.filter_samples(stream, counter,
                                   fiter_txt_is_None=other.get("fiter_txt_is_None", False),
                                   check_speech_ratio=self.mode != "decode", **filter_conf)
         stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}))
@@ -242,17 +243,10 @@ def build_dataset(config: dict, data_type: str, data_lists, tokenizer, *, root: 
                   mode: str = "train", rank: Optional[int] = None, world_size: Optional[int] = None):
     """The training/eval/inference dataset: one list, or {"s2t","t2s","s2s","t2t"} lists mixed by weight."""
     if isinstance(data_lists, dict):
-        from .mixing import MixedDataset
+        from .mixing import build_mixed
 
-        counter = SkipCounter()
-        parts = {name: OsumDataset(config, data_type, path, tokenizer, root=root, mode=mode, only=name,
-                                   rank=rank, world_size=world_size, counter=counter)
-                 for name, path in data_lists.items() if path}
-        unknown = set(parts) - set(P.MIX_CATEGORIES)
-        if unknown:
-            raise ConfigError(f"mixed data lists: unknown categories {sorted(unknown)}; use s2t, t2s, s2s, t2t")
-        weights = (_dataset_conf(config).get("mix_weights") or {})
-        return MixedDataset(parts, weights, seed=int(config.get("seed", 777)), counter=counter)
+        return build_mixed(config, data_type, data_lists, tokenizer, root=root, mode=mode, rank=rank,
+                           world_size=world_size)
     return OsumDataset(config, data_type, data_lists, tokenizer, root=root, mode=mode, rank=rank,
                        world_size=world_size)
 
