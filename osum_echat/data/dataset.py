@@ -94,7 +94,7 @@ def one_by_one_config(config: dict) -> dict:
 class OsumDataset(IterableDataset):
     """One list (raw | shard | combine) through the whole pipeline, yielding Batch objects."""
 
-    def __init__(self, config: dict, data_type: str, list_path: str, tokenizer, *, root: Optional[str] = None,
+    def __init__(self, config: dict, data_type: str, list_path: Optional[str], tokenizer, *, root: Optional[str] = None,
                  mode: str = "train", only=None, rank: Optional[int] = None,
                  world_size: Optional[int] = None, counter: Optional[SkipCounter] = None):
         if mode not in MODES:
@@ -120,8 +120,8 @@ class OsumDataset(IterableDataset):
             raise ConfigError(f"dataset_conf.eod_id is {eod} but the tokenizer of llm_path ends a reply with "
                               f"{tokenizer.eos_token_id}; remove eod_id (the end id comes from the tokenizer)")
         self.prompts = load_prompts(self.conf.get("prompt_conf_path"))
-        try:
-            self.entries = read_entries(list_path, data_type, root)
+        try:  # no list (None): samples come from the caller through process() (infer/runtime.py)
+            self.entries = read_entries(list_path, data_type, root) if list_path is not None else []
         except FileNotFoundError as e:
             raise ConfigError(f"data list: {e}") from None
         self.list_path = str(list_path)
@@ -179,9 +179,13 @@ class OsumDataset(IterableDataset):
     # ---------------------------------------------------------------- pipeline
     def samples(self):
         """Sample dicts up to (and including) features and augmentation."""
-        conf, counter, train = self.conf, self.counter, self.mode == "train"
         entries = self.my_entries()
-        stream = (s for e in entries for s in read_entry(e, counter, self.root))
+        return self.process(s for e in entries for s in read_entry(e, self.counter, self.root))
+
+    def process(self, stream):
+        """Source sample dicts (key, txt, task, extra, history, audio: path or bytes) through every
+        stage up to features and augmentation."""
+        conf, counter, train = self.conf, self.counter, self.mode == "train"
         expand = conf.get("expand_dialogue_prefix") or {}
         if expand.get("enable", False):
             stream = P.expand_dialogue_prefix(
