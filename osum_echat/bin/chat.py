@@ -112,22 +112,22 @@ def main(argv=None) -> int:
 
     from osum_echat.config import ConfigError
     from osum_echat.infer.conversation import Conversation
-    from osum_echat.infer.runtime import ChatInputError, ChatPipeline, decode_overrides_from_args
+    from osum_echat.infer.runtime import ChatInputError, ChatPipeline, decode_options_from_args
     from osum_echat.models.checkpoint import CheckpointError
     from osum_echat.train.devices import DeviceError
 
     try:
         pipe = ChatPipeline.from_files(args.config, args.checkpoint, args.token2wav_dir, device=args.device,
                                        dtype=args.dtype, overrides=args.override,
-                                       speaker_prompt_wav=args.speaker_prompt_wav)
+                                       speaker_prompt_wav=args.speaker_prompt_wav,
+                                       decode_options=decode_options_from_args(args))
     except (ConfigError, CheckpointError, DeviceError, FileNotFoundError) as e:
         fail(str(e))
     kw = {k: v for k, v in (("max_turns", args.max_turns), ("max_context_tokens", args.max_context_tokens)) if v}
     conv = Conversation(pipe, args.task, **kw)
-    decode = decode_overrides_from_args(args)
 
     def one(n, wav=None, text=None):
-        result = conv.say(wav=wav, text=text, prompt=args.prompt, **decode)
+        result = conv.say(wav=wav, text=text, prompt=args.prompt)
         print_result(result)
         if args.output_dir:
             for path in save_result(result, args.output_dir, n):

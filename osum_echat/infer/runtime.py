@@ -164,8 +164,11 @@ class ChatPipeline:
     """One model (+ optional token2wav) loaded once; `run` any task on one utterance."""
 
     def __init__(self, model, tokenizer, config: dict, token2wav=None, *, speaker_prompt=None,
-                 max_audio_seconds: float = MAX_AUDIO_SECONDS):
+                 max_audio_seconds: float = MAX_AUDIO_SECONDS, decode_options: Optional[dict] = None):
+        """`decode_options`: Decoder keyword arguments for every request (overrides, greedy, prompt_style),
+        as `decode_options_from_args` gives them; a request's own overrides go on top."""
         self.model = model.eval()
+        self.decode_options = {"overrides": {}, "greedy": False, **(decode_options or {})}
         self.tokenizer = tokenizer
         self.config = config
         self.token2wav = token2wav
@@ -297,8 +300,14 @@ class ChatPipeline:
 
     def _decoder(self, overrides: dict):
         from osum_echat.generation.decode import DecodeConfig, Decoder
-        # TODO(decode contract): Decoder(model, overrides=..., greedy=...) once it lands on main
-        return Decoder(self.model, DecodeConfig(**{k: v for k, v in overrides.items() if v is not None}))
+        options = dict(self.decode_options)
+        options["greedy"] = overrides.pop("greedy", options["greedy"])
+        options["overrides"] = {**options["overrides"], **overrides}
+        # TODO(decode contract): Decoder(model, **options) once it lands on main
+        conf = DecodeConfig(**options["overrides"])
+        if options["greedy"]:
+            conf.do_sample = False
+        return Decoder(self.model, conf)
 
     def _synthesize(self, result: Result, start: float) -> None:
         if self.token2wav is None or not result.speech_tokens:
@@ -354,11 +363,11 @@ def add_decode_args(ap) -> None:
     g = ap.add_argument_group("decoding (default: the task table's preset)")
     g.add_argument("--max_text_tokens", type=int, default=None)
     g.add_argument("--max_speech_tokens", type=int, default=None)
+    g.add_argument("--do_sample", type=lambda v: v.lower() == "true", default=None)
+    g.add_argument("--seed", type=int, default=None)
     g.add_argument("--greedy", action="store_true")
 
 
-def decode_overrides_from_args(args) -> dict:
-    out = {k: getattr(args, k) for k in ("max_text_tokens", "max_speech_tokens") if getattr(args, k) is not None}
-    if args.greedy:
-        out["do_sample"] = False
-    return out
+def decode_options_from_args(args) -> dict:
+    names = ("max_text_tokens", "max_speech_tokens", "do_sample", "seed")
+    return dict(overrides={k: getattr(args, k) for k in names if getattr(args, k) is not None}, greedy=args.greedy)
