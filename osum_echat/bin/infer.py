@@ -15,7 +15,7 @@ import sys
 import torch
 
 from osum_echat.config import ConfigError, load_config
-from osum_echat.generation.decode import DecodeConfig
+from osum_echat.generation.options import add_decode_args, decode_options_from_args
 from osum_echat.utils import fail
 
 
@@ -30,15 +30,8 @@ def main(argv=None) -> int:
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--device", default=None, help="cuda | npu | cpu (default: detect)")
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    ap.add_argument("--max_text_tokens", type=int, default=512)
-    ap.add_argument("--max_speech_tokens", type=int, default=2000)
-    ap.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top_k", type=int, default=0)
-    ap.add_argument("--top_p", type=float, default=1.0)
-    ap.add_argument("--repetition_penalty", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--num_workers", type=int, default=0)
+    add_decode_args(ap)
     args = ap.parse_args(argv)
 
     from osum_echat.infer.batch import run
@@ -56,11 +49,8 @@ def main(argv=None) -> int:
     except (ConfigError, CheckpointError, DeviceError) as e:
         fail(str(e))
     model.to(device=device, dtype=getattr(torch, args.dtype)).eval()
-    decode_conf = DecodeConfig(max_text_tokens=args.max_text_tokens, max_speech_tokens=args.max_speech_tokens,
-                               do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
-                               top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
     summary = run(model, tokenizer, config, args.data_type, args.data, args.output, root=args.root,
-                  decode_conf=decode_conf, num_workers=args.num_workers)
+                  decode_options=decode_options_from_args(args), num_workers=args.num_workers)
     print(summary)
     return 0
 

@@ -133,7 +133,7 @@ def log_mel(wav: torch.Tensor, n_fft: int = 400, hop_length: int = 160, num_mel_
 
 
 def _kaldi_mel(freq):
-    return 1127.0 * torch.log1p(freq / 700.0)
+    return 1127.0 * (1.0 + freq / 700.0).log()  # not log1p: torchaudio's float32 rounding
 
 
 @functools.lru_cache(maxsize=4)
@@ -142,7 +142,8 @@ def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_f
     """Kaldi's triangular mel banks (num_bins, padded_window // 2 + 1); the Nyquist column is 0."""
     nyquist = sample_rate / 2
     high = high_freq if high_freq > 0 else nyquist + high_freq
-    mel_low, mel_high = _kaldi_mel(torch.tensor(low_freq)), _kaldi_mel(torch.tensor(high))
+    # edges in double precision, as Kaldi (and torchaudio's mel_scale_scalar) compute them
+    mel_low, mel_high = 1127.0 * math.log(1.0 + low_freq / 700.0), 1127.0 * math.log(1.0 + high / 700.0)
     step = (mel_high - mel_low) / (num_bins + 1)
     b = torch.arange(num_bins, dtype=torch.float32)[:, None]
     left, center, right = mel_low + b * step, mel_low + (b + 1) * step, mel_low + (b + 2) * step

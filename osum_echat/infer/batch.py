@@ -12,16 +12,16 @@ from pathlib import Path
 
 from osum_echat.data.dataset import build_dataloader, build_dataset, one_by_one_config
 from osum_echat.eval.report import score
-from osum_echat.generation.decode import Decoder, DecodeConfig, split_think
+from osum_echat.generation.decode import Decoder, split_think
 from osum_echat.utils import get_logger
 
 log = get_logger("osum_echat.infer")
 
 
 def run(model, tokenizer, config: dict, data_type: str, data_list: str, output: str, *, root=None,
-        decode_conf: DecodeConfig | None = None, num_workers: int = 0) -> dict:
+        decode_options: dict | None = None, num_workers: int = 0) -> dict:
     dataset = build_dataset(one_by_one_config(config), data_type, data_list, tokenizer, root=root, mode="decode")
-    decoder = Decoder(model, decode_conf)
+    decoder = Decoder(model, **(decode_options or {}))
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)
     records, n = [], 0

@@ -104,7 +104,15 @@ class MelConfig:
 
     @classmethod
     def from_dict(cls, conf: dict) -> "MelConfig":
-        return cls(**{k: conf[k] for k in cls.__dataclass_fields__ if k in conf})
+        """From the yaml's feat_extractor arguments (Matcha spells the rate `sampling_rate`; an
+        unresolved `!ref` is left at the default)."""
+        conf = dict(conf)
+        if "sampling_rate" in conf:
+            conf.setdefault("sample_rate", conf.pop("sampling_rate"))
+        if conf.get("center"):
+            raise ValueError("feat_extractor: center=True is not supported (the released model uses False)")
+        return cls(**{k: conf[k] for k in cls.__dataclass_fields__
+                      if isinstance(conf.get(k), (int, float)) and not isinstance(conf.get(k), bool)})
 
 
 def prompt_mel(wav: torch.Tensor, conf: MelConfig = MelConfig()) -> np.ndarray:

@@ -90,6 +90,15 @@ def test_prompt_mel_matches_spec_reference():
     np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=0)
 
 
+def test_mel_config_from_the_yaml_arguments():
+    conf = fe.MelConfig.from_dict({"n_fft": 1024, "num_mels": 80, "sampling_rate": 22050, "hop_size": 256,
+                                   "win_size": 1024, "fmin": 0, "fmax": 8000, "center": False})
+    assert conf == fe.MelConfig()
+    assert fe.MelConfig.from_dict({"sampling_rate": object(), "hop_size": 128}).hop_size == 128
+    with pytest.raises(ValueError, match="center=True"):
+        fe.MelConfig.from_dict({"center": True})
+
+
 def test_mel_filters_with_fmax_match_librosa():
     import librosa
 
