@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from osum_echat.infer.runtime import add_decode_args, decode_options_from_args
+from osum_echat.generation.options import add_decode_args, decode_options_from_args
 
 
 def main(argv=None) -> int:
@@ -26,7 +26,8 @@ def main(argv=None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=7860)
     ap.add_argument("--max_file_size", default="10mb", help="upload limit (gradio size string)")
-    ap.add_argument("--max_seconds", type=float, default=30.0, help="longest user audio accepted")
+    ap.add_argument("--max_seconds", type=float, default=None,
+                    help="longest user audio accepted (default: the task preset's max_audio_frames, 30 s)")
     ap.add_argument("--max_turns", type=int, default=5)
     ap.add_argument("--device", default=None)
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

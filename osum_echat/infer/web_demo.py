@@ -76,10 +76,10 @@ class DemoServer:
         except Exception as e:  # noqa: BLE001 - the page keeps serving; the log has the traceback
             log.exception("request failed")
             return session, None, f"internal error ({type(e).__name__}): {e}"
-        user = f"🎤 {os.path.basename(audio)}" if speech and audio else text
+        user = f"[audio] {os.path.basename(audio)}" if speech and audio else text
         session.messages += [{"role": "user", "content": f"{user}  [{result.task}]"},
                              {"role": "assistant", "content": result.text or "(empty answer)"}]
-        status = "; ".join(result.notes) if result.notes else f"ok ({result.history_turns} history turn(s) used)"
+        status = "; ".join([f"ok ({result.history_turns} history turn(s) used)"] + result.notes)
         return session, result, status
 
 
@@ -96,8 +96,9 @@ def build_demo(server: DemoServer, max_file_size: str = "10mb"):
             task = gr.Dropdown(tags, value=HELPER_TASKS["s2s"], label="task (from the task table; another tag "
                                "may be typed)", allow_custom_value=True, elem_id="task")
         with gr.Row():
-            audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="your speech (≤ "
-                             f"{server.pipe.max_audio_seconds:g} s, ≤ {max_file_size})", elem_id="user_audio")
+            limit = server.pipe.audio_limit(task_table.TASKS[HELPER_TASKS["s2s"]])
+            audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
+                             label=f"your speech (≤ {limit:g} s, ≤ {max_file_size})", elem_id="user_audio")
             with gr.Column():
                 text = gr.Textbox(label="text (text-input tasks)", elem_id="user_text")
                 prompt = gr.Textbox(label="custom user prompt (optional; understanding tasks)", elem_id="prompt")
