@@ -106,6 +106,15 @@ def test_raw_list_filled_bad_files_reported_and_resumed(tmp_path, tiny_dir, caps
     assert rows[6] == {"key": "t2t", "txt": "answer", "task": "<TEXT2TEXT>", "extra": {"question": "q"}}
     complete = (out / "data.list").read_bytes()
 
+    # the data pipeline reads the output: every speech sample carries its codes (+ bos/eos)
+    from osum_echat.bin import inspect_data
+    inspect_data.main(["--config", "conf/tiny_ct_config.yaml", "--data_type", "raw", "--data",
+                       str(out / "data.list"), "--override", "dataset_conf.filter_conf.min_length=1"])
+    seen = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert seen[-1] == {"samples": 7, "skipped": {}}
+    by_key = {x["key"]: x["num_speech_tokens"] for x in seen[:-1]}
+    assert all(by_key[r["key"]] == len(unwrap(r["extra"])["speech_token"]) + 2 for r in rows[:6])
+
     # an interrupted run: two complete lines and a torn third; the rerun finishes it
     lines = complete.splitlines(keepends=True)
     (out / "data.list").write_bytes(b"".join(lines[:2]) + lines[2][:25])
