@@ -69,7 +69,8 @@ class _VocoderStream:
         self.mel = None
         self.emitted = 0
         harmonics = self.hift.m_source.harmonic_num + 1
-        self.phase_at = torch.zeros(1, harmonics, 1, dtype=torch.float64)   # cycles elapsed at frame k
+        device = self.hift.conv_pre.weight.device
+        self.phase_at = torch.zeros(1, harmonics, 1, dtype=torch.float64, device=device)  # cycles at frame k
         self.phase_vec = self.hift.m_source.random_phases(1, generator) if noise else None
 
     @torch.inference_mode()
@@ -86,7 +87,7 @@ class _VocoderStream:
         wav = self.hift.decode(window, s.to(window.dtype)).float()[0]
         # cycles elapsed at each newly emitted frame boundary, measured inside this window's interior
         cyc = torch.cat([self.phase_at[:, :, start:start + 1], cycles], dim=-1)
-        idx = torch.arange(self.emitted + 1, end + 1) - start
+        idx = torch.arange(self.emitted + 1, end + 1, device=cyc.device) - start
         base = cyc[:, :, (self.emitted - start) * self.hop]
         gained = cyc[:, :, idx * self.hop] - base.unsqueeze(-1)
         self.phase_at = torch.cat([self.phase_at, self.phase_at[:, :, self.emitted:self.emitted + 1] + gained], -1)
