@@ -28,7 +28,7 @@ gpu_ids=""                # "0 1": accelerators to use; empty = every one found
 per_gpu_processes=1       # processes per accelerator (CPU only: the number of processes)
 nj=""                     # total processes, overriding the two above
 num_workers=0             # dataloader workers per process
-extra=""                  # more options for osum_echat.bin.infer, e.g. "--prompt '...' --max_seconds 40"
+extra=""                  # more options for osum_echat.bin.infer, e.g. "--greedy --decode_batch_size 8 --prompt '...'"
 help_message="usage: bash infer_with_shards_or_raw.sh --checkpoint CKPT --data LIST --output OUT [--config YAML]
   [--data_type raw|shard|combine] [--root DIR] [--cosyvoice_model_path DIR] [--device D] [--gpu_ids '0 1']
   [--per_gpu_processes N] [--nj N] [--num_workers N] [--extra '...']   (upstream's --test_data_path,
@@ -95,9 +95,9 @@ if [ ${#failed[@]} -gt 0 ]; then
     last=$msg
   done
   if ! grep -q "^error:" "$split_dir/log.${failed[0]}"; then
-    $PYTHON -m osum_echat.bin.infer --merge_only --output "$output" --world_size "$procs" || true
+    $PYTHON -m osum_echat.infer.results --output "$output" --world_size "$procs" || true
     echo "the utterances of the stopped process(es) are in neither $output nor $output.failed: rerun the same command to resume"
   fi
   exit 1
 fi
-$PYTHON -m osum_echat.bin.infer --merge_only --output "$output" --world_size "$procs"
+$PYTHON -m osum_echat.infer.results --output "$output" --world_size "$procs"

@@ -53,6 +53,14 @@ _S2T_THINK = ("You are OSUM-chat, a thinking-enabled speech-to-text dialogue ass
               "ASLP Lab. You not only comprehend the semantic meaning and paralinguistic cues "
               "in speech but also engage in deliberate reasoning to process such information. "
               "Based on this thinking process, you then respond exclusively with appropriate text.")
+# upstream's inference code (generate* in llmasr_model_instruct_version.py) does not always build the
+# training sequence; prompt_style "upstream_infer" reproduces it (released numbers were produced so):
+#   * ASR / understanding (`generate`) uses a garbled variant of the training sentence ("an audio
+#     understanding.", "anaosum_echat2e" -- a find-and-replace accident in upstream), kept byte for byte;
+#   * S2T think (`generate4chat_think`) ends the system turn without opening the user turn.
+# Every other output type builds the training sequence.
+_UNDERSTAND_INFER = ("You are OSUM-chat, an audio understanding. You can transcribe speech accurately and "
+                     "anaosum_echat2e paralinguistic cues to provide precise text responses.")
 # upstream falls back to the stock Qwen prompt for an unknown output_type
 FALLBACK_SYSTEM_PROMPT = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
@@ -76,6 +84,14 @@ TURN_END = "<|im_end|>\n"
 USER_START = "<|im_start|>user\n"
 ASSISTANT_START = "<|im_end|>\n<|im_start|>assistant\n"  # closes the user turn
 
+# System text (system prompt + chat markers before the user content) per output_type under
+# prompt_style "upstream_infer", where it differs from the training one (see above).
+UPSTREAM_INFER_SYSTEM_TEXT = {
+    "text": SYSTEM_START + _UNDERSTAND_INFER + TURN_END + USER_START,
+    "s2t_chat_think": SYSTEM_START + _S2T_THINK + TURN_END,  # upstream quirk: no "<|im_start|>user\n"
+}
+PROMPT_STYLES = ("train", "upstream_infer")
+
 # Target text markers used by upstream training data.
 THINK_OPEN = "<think>"
 THINK_CLOSE = "<think end>"
@@ -88,6 +104,58 @@ STREAM_MIN_SPEECH_PER_TEXT = STREAM_SPEECH_CHUNK // STREAM_TEXT_CHUNK
 # checkpoint was trained on it, so its wording changes the numbers (processor_tag_think.py).
 TAG_COT_TEMPLATE = ("用户说的话是:{question},年龄为:{age},性别为:{gender},情感为:{q_emotion},"
                     "声音事件为:{caption},推测使用的回复情感为:{emotion},我应该综合用户的语义和副语言信息给出专业且对应的回答")
+# Tag-CoT age constraint (upstream OSUM_chat_LogitsProcessor, which hard-codes Qwen ids): once the
+# think chain has produced this text, the next token must be the first token of one of the labels;
+# applied once per answer. Ids are looked up with the tokenizer.
+TAG_COT_AGE_PREFIX = "年龄为:<"
+TAG_COT_AGE_LABELS = ("CHILD", "AD", "OLD")
+# Upstream's speech repeat blocking (patches/custom_speech_ngram_blocking.py; defined, never switched
+# on): a code may not run more than `run` times in a row nor occur `window_count` times in the last
+# `window` codes; code 1446 (the silence-like code of the 25 Hz tokenizer) has looser limits.
+SPEECH_BLOCK_DEFAULT = (5, 8, 5)  # (run, window, window_count)
+SPEECH_BLOCK_PER_CODE = {1446: (10, 13, 10)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodeConfig:
+    """Decode controls; each task row carries upstream's preset, the CLI/config may override any.
+
+    max_text_tokens / max_speech_tokens cap the ids generated in each phase, max_total_tokens
+    (None: no extra cap) all generated ids together (upstream's S2S/TTS MaxTokenStopper(2000)).
+    repetition_penalty works on the text phase as transformers applies it (over the generated
+    text ids); speech_repetition_penalty on speech codes only (the span marker excluded).
+    """
+    max_text_tokens: int = 512
+    max_speech_tokens: int = 2000
+    max_total_tokens: Optional[int] = None
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    repetition_penalty: float = 1.0
+    speech_repetition_penalty: float = 1.0
+    speech_repeat_blocking: bool = False
+    tag_cot_constraint: bool = False
+    max_audio_frames: int = 3000  # 30 s of 10 ms frames: Whisper's positional table
+    seed: int = 0
+
+    def greedy(self) -> "DecodeConfig":
+        return dataclasses.replace(self, do_sample=False)
+
+
+# upstream's per-task sampling presets (generate functions in llmasr_model_instruct_version.py);
+# upstream's ASR/chat functions allow 8000 new tokens (self.max_length), text2text 200, TTS and S2S
+# stop after 2000 generated ids in all.
+_PRESET_UNDERSTAND = DecodeConfig(max_text_tokens=8000, max_speech_tokens=0, do_sample=True, temperature=1.0,
+                                  top_k=5, top_p=0.9, repetition_penalty=1.05)
+_PRESET_S2T_CHAT = DecodeConfig(max_text_tokens=8000, max_speech_tokens=0, do_sample=True, temperature=0.4,
+                                top_k=2, top_p=1.0, repetition_penalty=1.05)
+_PRESET_T2T = DecodeConfig(max_text_tokens=200, max_speech_tokens=0)
+_PRESET_TTS = DecodeConfig(max_text_tokens=2000, max_speech_tokens=2000, max_total_tokens=2000, do_sample=True,
+                           temperature=1.2, top_k=15, top_p=0.8)
+_PRESET_S2S = DecodeConfig(max_text_tokens=2000, max_speech_tokens=2000, max_total_tokens=2000, do_sample=True,
+                           temperature=1.2, top_k=10, top_p=0.9, tag_cot_constraint=True)
+
 # Fields of `needs` that are training targets, not inputs: decoding does without them.
 TARGET_FIELDS = ("speech_token", "think_str")
 # A target ending in this string gets no eos appended (upstream "<&&>").
@@ -123,6 +191,9 @@ class TaskSpec:
                     may fill (upstream's per-type factors for speech-to-speech)
       tag_cot_keeps_emotion  tag-CoT keeps the target's leading emotion tag
                     (adding the neutral one when absent)
+    Decode side:
+      decode        upstream's DecodeConfig preset for the task
+      decode_phases (derived) "text", "speech", "text_speech" or "interleave"
     """
     tag: str
     output_type: str
@@ -140,6 +211,24 @@ class TaskSpec:
     streaming: bool = False
     seq_budget_factor: float = 1.0
     tag_cot_keeps_emotion: bool = False
+    decode: DecodeConfig = _PRESET_UNDERSTAND
+
+    @property
+    def decode_phases(self) -> str:
+        """What is decoded after the assistant start: text (ends at the text eos), speech (the
+        span marker is fed, ends when it closes), text then speech, or the 6:18 interleave."""
+        if self.streaming:
+            return "interleave"
+        if self.speech_output:
+            return "text_speech" if self.text_target else "speech"
+        return "text"
+
+    def infer_system_text(self, prompt_style: str) -> str:
+        if prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style {prompt_style!r}: expected one of {', '.join(PROMPT_STYLES)}")
+        if prompt_style == "upstream_infer":
+            return UPSTREAM_INFER_SYSTEM_TEXT.get(self.output_type, self.system_text)
+        return self.system_text
 
     @property
     def system_prompt(self) -> str:
@@ -189,29 +278,33 @@ _ROWS = [
     *[_understanding(x) for x in _OTHER_UNDERSTANDING],
     _understanding("<TRANSCRIBE> <S2TCHAT>", only_x="<S2TCHAT>", only_x_take="answer"),
     # speech -> text chat (no user prompt in the sequence)
-    TaskSpec("<S2TCHAT>", "s2t_chat", think_tag="<S2TCHAT> <THINKER>", tag_cot_keeps_emotion=True),
+    TaskSpec("<S2TCHAT>", "s2t_chat", think_tag="<S2TCHAT> <THINKER>", tag_cot_keeps_emotion=True,
+             decode=_PRESET_S2T_CHAT),
     TaskSpec("<S2TCHAT> <THINKER>", "s2t_chat_think", think=True, needs=("think_str",),
-             tag_cot_keeps_emotion=True),
-    TaskSpec("<S2TCHAT_FAKE>", "s2t_chat_fake"),
+             tag_cot_keeps_emotion=True, decode=_PRESET_S2T_CHAT),
+    TaskSpec("<S2TCHAT_FAKE>", "s2t_chat_fake", decode=_PRESET_S2T_CHAT),
     # text -> text chat: the question is the user prompt
     TaskSpec("<TEXT2TEXT>", "text2text", input="text", needs=("question",),
-             uses_prompt=True),
+             uses_prompt=True, decode=_PRESET_T2T),
     # TTS: the text is the input, speech tokens the target
     TaskSpec("<TEXT2TOKEN>", "text2token", input="text", needs=("speech_token",),
-             speech_output=True, text_target=False, streaming_tag="<TEXT2TOKEN> <STREAMING>"),
+             speech_output=True, text_target=False, streaming_tag="<TEXT2TOKEN> <STREAMING>",
+             decode=_PRESET_TTS),
     TaskSpec("<TEXT2TOKEN> <STREAMING>", "text2token_streaming", input="text",
-             needs=("speech_token",), speech_output=True, streaming=True),
+             needs=("speech_token",), speech_output=True, streaming=True, decode=_PRESET_TTS),
     # speech -> text + speech tokens
     TaskSpec("<S2TCHAT> <TEXT2TOKEN>", "speech2text_token", needs=("speech_token",),
              speech_output=True, streaming_tag="<S2TCHAT> <TEXT2TOKEN> <STREAMING>",
-             think_tag="<S2TCHAT> <TEXT2TOKEN> <THINK>", seq_budget_factor=0.8, tag_cot_keeps_emotion=True),
+             think_tag="<S2TCHAT> <TEXT2TOKEN> <THINK>", seq_budget_factor=0.8, tag_cot_keeps_emotion=True,
+             decode=_PRESET_S2S),
     TaskSpec("<S2TCHAT> <TEXT2TOKEN> <STREAMING>", "speech2text_token_streaming",
-             needs=("speech_token",), speech_output=True, streaming=True, seq_budget_factor=0.6),
+             needs=("speech_token",), speech_output=True, streaming=True, seq_budget_factor=0.6,
+             decode=_PRESET_S2S),
     TaskSpec("<S2TCHAT> <TEXT2TOKEN> <THINK>", "speech2text_token_think",
              needs=("speech_token", "think_str"), speech_output=True, think=True, seq_budget_factor=0.6,
-             tag_cot_keeps_emotion=True),
+             tag_cot_keeps_emotion=True, decode=_PRESET_S2S),
     TaskSpec("<S2TCHAT> <TEXT2TOKEN> <HISTORY>", "speech2text_token_history",
-             needs=("speech_token",), speech_output=True, seq_budget_factor=0.6),
+             needs=("speech_token",), speech_output=True, seq_budget_factor=0.6, decode=_PRESET_S2S),
 ]
 
 TASKS: dict[str, TaskSpec] = {row.tag: row for row in _ROWS}

@@ -71,10 +71,14 @@ def test_check_llm_path(tmp_path, repo_root):
         check_llm_path(str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="config.json is missing"):
         check_llm_path(str(tmp_path))
-    # The full-size folder ships config.json only: fine for a meta-device build, not for tokenizing.
-    assert check_llm_path("conf/qwen2.5-3b-instruct", need_tokenizer=False).is_dir()
+    # The full-size folder as committed (config.json only, the tokenizer is written by install.sh):
+    # fine for a meta-device build, not for tokenizing.
+    bare = tmp_path / "qwen_bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((repo_root / "conf/qwen2.5-3b-instruct/config.json").read_text())
+    assert check_llm_path(str(bare), need_tokenizer=False).is_dir()
     with pytest.raises(ConfigError, match="no tokenizer files"):
-        check_llm_path("conf/qwen2.5-3b-instruct")
+        check_llm_path(str(bare))
 
 
 def test_check_config_cli_reports_one_line(tmp_path, repo_root):

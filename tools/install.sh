@@ -22,6 +22,13 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 fi
 
+# The real Qwen2.5 tokenizer, written once from the vocabulary the dashscope wheel ships on PyPI.
+if [ ! -f conf/qwen2.5-3b-instruct/tokenizer.json ]; then
+  echo "[install] Qwen2.5 tokenizer -> conf/qwen2.5-3b-instruct ..."
+  "$VENV/bin/python" -m osum_echat.tools.qwen_tokenizer --out conf/qwen2.5-3b-instruct \
+    || echo "[install] warning: no Qwen2.5 tokenizer written; see conf/qwen2.5-3b-instruct/README.md"
+fi
+
 # espeak-ng synthesises the demo recipe's speech (recipes/demo); optional for everything else.
 if ! command -v espeak-ng >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from osum_echat.config import ConfigError, load_config
+from osum_echat.generation.options import add_decode_args, decode_options_from_args
 from osum_echat.utils import fail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -42,40 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--prompt", default=None, help="one fixed user prompt for every prompted task "
                     "(default: drawn per utterance from prompt_config by key and seed)")
-    ap.add_argument("--max_seconds", type=float, default=30.0, help="longer audio fails as too_long")
     ap.add_argument("--num_workers", type=int, default=0, help="dataloader workers of this process")
     ap.add_argument("--rank", type=int, default=0, help="this process's share of the list")
     ap.add_argument("--world_size", type=int, default=1, help="processes the list is split over")
     ap.add_argument("--no_merge", action="store_true", help="decode this share only (the script merges)")
     ap.add_argument("--merge_only", action="store_true", help="merge the parts of --world_size processes, report")
-    add_decode_options(ap)
+    add_decode_args(ap)
     return ap
-
-
-def add_decode_options(ap) -> None:
-    """Decoding controls (the decode session replaces these with generation.add_decode_args)."""
-    ap.add_argument("--max_text_tokens", type=int, default=512)
-    ap.add_argument("--max_speech_tokens", type=int, default=2000)
-    ap.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
-    ap.add_argument("--temperature", type=float, default=1.0)
-    ap.add_argument("--top_k", type=int, default=0)
-    ap.add_argument("--top_p", type=float, default=1.0)
-    ap.add_argument("--repetition_penalty", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
-
-
-def make_decoder(model, args):
-    from osum_echat.generation.decode import DecodeConfig, Decoder
-
-    conf = DecodeConfig(max_text_tokens=args.max_text_tokens, max_speech_tokens=args.max_speech_tokens,
-                        do_sample=args.do_sample, temperature=args.temperature, top_k=args.top_k,
-                        top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
-    return Decoder(model, conf)
 
 
 def config_path_for(args) -> str:
     if args.config:
         return args.config
+    if not args.checkpoint:
+        fail("--checkpoint (or --checkpoint_path) is required")
     beside = Path(args.checkpoint).parent / "train.yaml"
     if not beside.is_file():
         fail(f"no --config given and no train.yaml beside {args.checkpoint} (training saves it there); "
@@ -98,18 +79,25 @@ def anchor_paths(node, config_dir: Path) -> None:
                     break
 
 
-def load_model(args, config_path: str):
-    """(model, tokenizer, config); every mistake is one error line before heavy work."""
-    from osum_echat.models import build_model
-    from osum_echat.models.checkpoint import CheckpointError, load_checkpoint
+def load_setup(args, config_path: str):
+    """(config, tokenizer): config mistakes are one error line, before anything else is read."""
     from osum_echat.tokenizer import load_tokenizer
 
-    if not args.checkpoint or not os.path.isfile(args.checkpoint):
-        fail(f"checkpoint '{args.checkpoint}' not found")
     try:
         config = load_config(config_path, args.override)
         anchor_paths(config, Path(config_path).resolve().parent)
-        tokenizer = load_tokenizer(config["llm_path"])
+        return config, load_tokenizer(config["llm_path"])
+    except ConfigError as e:
+        fail(str(e))
+
+
+def load_model(args, config: dict, config_path: str, tokenizer):
+    """The model with the checkpoint's weights; a checkpoint that does not fit is one error line
+    naming both files and the fix."""
+    from osum_echat.models import build_model
+    from osum_echat.models.checkpoint import CheckpointError, load_checkpoint
+
+    try:
         model = build_model(config, device="cpu", tokenizer=tokenizer)
     except ConfigError as e:
         fail(str(e))
@@ -121,7 +109,7 @@ def load_model(args, config_path: str):
         fix = (f"use the config it was trained with: drop --config to use {beside}" if beside.is_file()
                else "pass --config with the config it was trained with")
         fail(f"checkpoint {args.checkpoint} does not fit config {config_path} ({first}); {fix}")
-    return model, tokenizer, config
+    return model
 
 
 # options that do not change what an utterance decodes to (a rerun may change them and resume)
@@ -169,12 +157,17 @@ def main(argv=None) -> int:
     if args.merge_only:
         print_summary(merge(args.output, args.world_size), args.output)
         return 0
+    config_path = config_path_for(args)
+    config, tokenizer = load_setup(args, config_path)
     if not args.data:
         fail("--data (or --test_data_path) is required")
     if not os.path.isfile(args.data):
         fail(f"data list '{args.data}' not found")
+    if not args.checkpoint or not os.path.isfile(args.checkpoint):
+        fail(f"checkpoint '{args.checkpoint}' not found")
     import torch
 
+    from osum_echat.generation.decode import Decoder
     from osum_echat.infer.batch import decode_part
     from osum_echat.train.devices import DeviceError, select_device
 
@@ -182,20 +175,18 @@ def main(argv=None) -> int:
         device = select_device(f"cuda:{args.gpu_id}" if args.gpu_id is not None else args.device)
     except DeviceError as e:
         fail(str(e))
-    config_path = config_path_for(args)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    if os.path.isfile(args.checkpoint or ""):
-        check_run_signature(args, config_path)
-    model, tokenizer, config = load_model(args, config_path)
+    check_run_signature(args, config_path)
+    model = load_model(args, config, config_path, tokenizer)
     model.to(device=device, dtype=getattr(torch, args.dtype)).eval()
     token2wav = load_token2wav(args.cosyvoice_model_path, device) if args.cosyvoice_model_path else None
     if token2wav is None and args.rank == 0:
         print("speech outputs: tokens only (no --cosyvoice_model_path given, nothing rendered)", file=sys.stderr)
     start = time.time()
     counts = decode_part(model, tokenizer, config, args.data_type, args.data, args.output,
-                         decoder=make_decoder(model, args), root=args.root, rank=args.rank,
+                         decoder=Decoder(model, **decode_options_from_args(args)), root=args.root, rank=args.rank,
                          world_size=args.world_size, num_workers=args.num_workers, token2wav=token2wav,
-                         fixed_prompt=args.prompt, max_seconds=args.max_seconds)
+                         fixed_prompt=args.prompt)
     if args.no_merge:
         return 0
     report = merge(args.output, args.world_size)

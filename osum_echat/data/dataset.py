@@ -23,9 +23,9 @@ text like upstream) are counted by `note_counts()`.
 
 Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
   speech_token_num, prompt_conf_path, expand_dialogue_prefix (added:
-  resample_history_like_upstream, default true, see processors), other_tokenze_conf
+  resample_history_like_upstream, default true, see data/tokenize.py), other_tokenze_conf
   (task conversions), filter_conf (+ other_filter_conf; added: banned_words, the
-  other-assistant word list, default processors.OTHER_ASSISTANT_NAMES),
+  other-assistant word list, default labels.OTHER_ASSISTANT_NAMES),
   resample_conf, feats_type (log_mel_spectrogram | fbank), log_mel_spectrogram_conf,
   fbank_conf, spec_aug/spec_sub/spec_trim (+ _conf), shuffle/shuffle_conf,
   sort/sort_conf, batch_conf, multi_num, split_num, data_recover/data_recover_conf;
@@ -40,17 +40,17 @@ Skip counts are per process: under DDP sum them over ranks.
 Modes: "train" applies shuffling, spec augmentation, task conversions and
 multi_num; "eval" and "infer" apply none of them (same data in the same order
 each time); "infer" also keeps samples the length filters would drop; "decode" is "infer" for
-decoding (osum_echat/infer/batch.py):
+decoding (osum_echat/infer/batch.py, chat):
   - samples lacking target-only fields (speech tokens, think_str) are kept;
-  - no content filter (banned_words) and no label-length filters: only audio longer than
-    `max_frames` (default 3000, the 30 s Whisper window) is skipped, as too_long;
-  - dialogues are not expanded into prefixes; a tag not in the task table is skipped as
-    unknown_task (nothing says how to decode or score it);
+  - no content filter (banned_words, <NONE> targets) and no length filter (the decoder says
+    which audio is too long for the encoder);
+  - dialogues are not expanded into prefixes; read from a list, a tag not in the task table is
+    skipped as unknown_task (nothing says how to decode or score it);
   - the user prompt is drawn by random.Random(f"{seed}\t{key}"): it depends only on the key and
     the seed, never on how the list is split over processes and workers (`fixed_prompt` instead
     gives every prompted sample that prompt);
-  - keys in `skip_keys` (already decoded: resume) are passed over unread beyond their key;
-  - each sample's extra carries DECODE_INFO: {"pos": [list line, index in that line's tar],
+  - list samples whose key is in `skip_keys` (already decoded: resume) are passed over;
+  - each list sample's extra carries DECODE_INFO: {"pos": [list line, index in that line's tar],
     "reference": the list's txt as written (tags kept, whatever think_mode)}.
 """
 from __future__ import annotations
@@ -71,7 +71,6 @@ from .sources import read_entries, read_entry
 
 MODES = ("train", "eval", "infer", "decode")
 DECODE_INFO = "_decode"  # key of the decode-mode info in each sample's extra (see above)
-DECODE_MAX_FRAMES = 3000  # 30 s of 10 ms frames: the Whisper encoder's window
 
 
 def _dataset_conf(config: dict) -> dict:
@@ -105,10 +104,10 @@ def one_by_one_config(config: dict) -> dict:
 class OsumDataset(IterableDataset):
     """One list (raw | shard | combine) through the whole pipeline, yielding Batch objects."""
 
-    def __init__(self, config: dict, data_type: str, list_path: str, tokenizer, *, root: Optional[str] = None,
+    def __init__(self, config: dict, data_type: str, list_path: Optional[str], tokenizer, *, root: Optional[str] = None,
                  mode: str = "train", only: Optional[str] = None, rank: Optional[int] = None,
                  world_size: Optional[int] = None, counter: Optional[SkipCounter] = None,
-                 skip_keys=frozenset(), max_frames: float = DECODE_MAX_FRAMES, fixed_prompt: Optional[str] = None):
+                 skip_keys=frozenset(), fixed_prompt: Optional[str] = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.conf = copy.deepcopy(_dataset_conf(config))
@@ -128,8 +127,8 @@ class OsumDataset(IterableDataset):
         self.mode, self.only, self.root = mode, only, root
         self.tokenizer = tokenizer
         self.prompts = load_prompts(self.conf.get("prompt_conf_path"))
-        try:
-            self.entries = read_entries(list_path, data_type, root)
+        try:  # no list (None): samples come from the caller through process() (infer/runtime.py)
+            self.entries = read_entries(list_path, data_type, root) if list_path is not None else []
         except FileNotFoundError as e:
             raise ConfigError(f"data list: {e}") from None
         self.list_path = str(list_path)
@@ -138,7 +137,7 @@ class OsumDataset(IterableDataset):
         self.epoch = 0
         recover = self.conf.get("data_recover", False)
         self.start_index = int((self.conf.get("data_recover_conf") or {}).get("start_idx", 0)) if recover else 0
-        self.skip_keys, self.max_frames = frozenset(skip_keys), max_frames
+        self.skip_keys = frozenset(skip_keys)
         if fixed_prompt is not None:
             self.prompts = _FixedPrompt(fixed_prompt)
 
@@ -190,13 +189,15 @@ class OsumDataset(IterableDataset):
     # ---------------------------------------------------------------- pipeline
     def samples(self):
         """Sample dicts up to (and including) features and augmentation."""
-        conf, counter, train = self.conf, self.counter, self.mode == "train"
         entries = self.my_entries()
-        decode = self.mode == "decode"
-        if decode:
-            stream = self._decode_reads(entries)
-        else:
-            stream = (s for e in entries for s in read_entry(e, counter, self.root))
+        if self.mode == "decode":
+            return self.process(self._decode_reads(entries))
+        return self.process(s for e in entries for s in read_entry(e, self.counter, self.root))
+
+    def process(self, stream):
+        """Source sample dicts (key, txt, task, extra, history, audio: path or bytes) through every
+        stage up to features and augmentation."""
+        conf, counter, train, decode = self.conf, self.counter, self.mode == "train", self.mode == "decode"
         expand = conf.get("expand_dialogue_prefix") or {}
         if expand.get("enable", False) and not decode:
             stream = P.expand_dialogue_prefix(
@@ -207,17 +208,17 @@ class OsumDataset(IterableDataset):
         filter_conf = dict(conf.get("filter_conf") or {})
         other = dict(filter_conf.pop("other_filter_conf", None) or {})
         other.update(conf.get("other_filter_conf") or {})
-        banned = () if decode else filter_conf.pop("banned_words", P.OTHER_ASSISTANT_NAMES)
+        banned = filter_conf.pop("banned_words", P.OTHER_ASSISTANT_NAMES)
         tok_kw = dict(prompts=self.prompts, speech_token_num=self.speech_token_num, conf=tok_conf,
-                      think_mode=self.think_mode, banned_words=banned, targets_required=not decode)
+                      think_mode=self.think_mode, banned_words=() if decode else banned, targets_required=not decode)
         if decode:
             stream = self._tokenize_per_key(stream, tok_kw)
         else:
             stream = P.tokenize(stream, self.tokenizer, counter, rng=self._tokenize_rng(), **tok_kw)
         stream = P.load_audio(stream, counter)
         if self.mode in ("infer", "decode"):
-            filter_conf = {"max_length": self.max_frames if decode else float("inf"), "min_length": 0,
-                           "token_max_length": float("inf"), "token_min_length": 0, "max_seq_len": 0}
+            filter_conf = {"max_length": float("inf"), "min_length": 0, "token_max_length": float("inf"),
+                           "token_min_length": 0, "max_seq_len": 0}
         stream = P.filter_samples(stream, counter, only=self.only,
                                   fiter_txt_is_None=other.get("fiter_txt_is_None", False) and not decode,
                                   check_speech_ratio=not decode, **filter_conf)
@@ -259,7 +260,9 @@ class OsumDataset(IterableDataset):
         for sample in stream:
             rng = random.Random(f"{self.seed}\t{sample.get('key')}")
             for out in P.tokenize(iter([sample]), self.tokenizer, self.counter, rng=rng, **tok_kw):
-                out["extra"][DECODE_INFO] = out.pop("_decode")
+                info = out.pop("_decode", None)
+                if info is not None:
+                    out["extra"][DECODE_INFO] = info
                 yield out
 
     def batches(self, stream):

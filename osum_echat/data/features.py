@@ -94,12 +94,15 @@ def _mel_to_hz(m):
     return np.where(m >= 15.0, log, lin)
 
 
-@functools.lru_cache(maxsize=4)
-def mel_filters(n_mels: int = 80, n_fft: int = 400, sample_rate: int = 16000) -> torch.Tensor:
+@functools.lru_cache(maxsize=8)
+def mel_filters(n_mels: int = 80, n_fft: int = 400, sample_rate: int = 16000, fmin: float = 0.0,
+                fmax: float | None = None) -> torch.Tensor:
     """Slaney-normalised triangular mel filterbank (n_mels, n_fft // 2 + 1), the filters Whisper
-    ships (librosa.filters.mel's defaults), computed here so workers need not import librosa."""
+    ships (librosa.filters.mel's defaults; fmax None = sample_rate / 2), computed here so workers
+    need not import librosa."""
     fft_freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), n_mels + 2))
+    fmax = sample_rate / 2.0 if fmax is None else fmax
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
     widths = np.diff(edges)
     ramps = edges[:, None] - fft_freqs[None, :]
     rising = -ramps[:-2] / widths[:-1, None]
@@ -130,7 +133,7 @@ def log_mel(wav: torch.Tensor, n_fft: int = 400, hop_length: int = 160, num_mel_
 
 
 def _kaldi_mel(freq):
-    return 1127.0 * torch.log1p(freq / 700.0)
+    return 1127.0 * (1.0 + freq / 700.0).log()  # not log1p: torchaudio's float32 rounding
 
 
 @functools.lru_cache(maxsize=4)
@@ -139,7 +142,8 @@ def kaldi_mel_banks(num_bins: int, padded_window: int, sample_rate: float, low_f
     """Kaldi's triangular mel banks (num_bins, padded_window // 2 + 1); the Nyquist column is 0."""
     nyquist = sample_rate / 2
     high = high_freq if high_freq > 0 else nyquist + high_freq
-    mel_low, mel_high = _kaldi_mel(torch.tensor(low_freq)), _kaldi_mel(torch.tensor(high))
+    # edges in double precision, as Kaldi (and torchaudio's mel_scale_scalar) compute them
+    mel_low, mel_high = 1127.0 * math.log(1.0 + low_freq / 700.0), 1127.0 * math.log(1.0 + high / 700.0)
     step = (mel_high - mel_low) / (num_bins + 1)
     b = torch.arange(num_bins, dtype=torch.float32)[:, None]
     left, center, right = mel_low + b * step, mel_low + (b + 1) * step, mel_low + (b + 2) * step

@@ -1,150 +1,267 @@
 """Autoregressive decoding for every task, driven by the task table.
 
-The prompt is the model's own training assembly cut after the assistant start
-(`model.assemble(batch, with_output=False)`), so inference sees exactly the
-sequence layout training saw. The decode loop keeps the LLM's KV cache and
-scores the text head, plus the speech head when the task produces speech
-(one id space: text ids, then speech codes offset by the text vocabulary,
-as in training). What may be produced and when to stop is read from the
-task's TaskSpec:
+Each item's prompt is the model's own training assembly cut after the assistant start
+(`model.assemble(item, with_output=False)`); prompt_style "upstream_infer" swaps in the system
+text upstream's generate functions use where it differs (tasks.UPSTREAM_INFER_SYSTEM_TEXT). The
+prompts of a chunk (`batch_size` items) are left-padded into one batch and share one KV cache;
+rows finish independently and leave the cache when they do.
 
-  text output only        text vocabulary; stop at the text eos
-  speech output only      speech codes; the speech bos is fed first (as
-                          upstream does for TTS); stop at the speech eos
-  text then speech        both; stop when the speech eos closes the speech
-  (streaming or not)      span opened by the speech bos
-Items are decoded one at a time: upstream's layout pads inside the sequence,
-which a single growing KV cache cannot continue for a whole batch.
+Two phases with a phase mask (as upstream's patched Qwen2, patches/modelling_qwen2_infer_gpu.py):
+a row in the text phase is scored by the text head (lm_head) and its ids are embedded with the
+text table; in the speech phase the speech head scores codes 0..N-1 (N-1 is the span marker) and
+the speech table embeds them. The schedule and stop rules per task are in streaming.py, the
+decode controls (upstream's per-task presets, overridable) in the task table, the logits
+processors in processors.py.
+
+Hypothesis.raw_ids uses one joint id space: text ids, then speech codes offset by the text
+vocabulary (a fed span marker included).
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Optional
 
 import torch
 
 from osum_echat import tasks as task_table
+from osum_echat.generation.processors import Rows, TagCotConstraint, apply_chain, build_chain, pick
+from osum_echat.generation.streaming import PhaseState
 from osum_echat.models.osum_echat import spec_for_output_type
+from osum_echat.tasks import DecodeConfig
 
-
-@dataclasses.dataclass
-class DecodeConfig:
-    max_text_tokens: int = 512
-    max_speech_tokens: int = 2000
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    repetition_penalty: float = 1.0  # applied to speech codes only (upstream's s2s processor idea)
-    seed: int = 0
+DEFAULT_PROMPT_STYLE = "train"
+DECODE_FIELDS = tuple(f.name for f in dataclasses.fields(DecodeConfig))
 
 
 @dataclasses.dataclass
 class Hypothesis:
     key: str
     output_type: str
-    text: str  # the answer, think part removed
-    think: str  # the chain of thought, "" when the task has none
-    speech_tokens: list  # speech codes without the bos/eos markers
-    raw_ids: list  # every id produced, in the joint text+speech id space
+    text: str = ""  # the answer, think part removed
+    think: str = ""  # the chain of thought, "" when the task has none
+    speech_tokens: list = dataclasses.field(default_factory=list)  # codes, span markers removed
+    raw_ids: list = dataclasses.field(default_factory=list)  # joint text+speech id space
+    hit_max_text_tokens: bool = False
+    hit_max_speech_tokens: bool = False
+    error: Optional[str] = None  # "reason: message"; the other fields are then empty
 
 
-def pick_next(logits: torch.Tensor, allowed: torch.Tensor, history: list, conf: DecodeConfig,
-              speech_start: int, generator: Optional[torch.Generator]) -> int:
-    """One id from (V,) logits restricted to `allowed` (a bool mask)."""
-    logits = logits.float().masked_fill(~allowed, float("-inf"))
-    if conf.repetition_penalty != 1.0 and history:
-        seen = torch.tensor(sorted({i for i in history if i >= speech_start}), dtype=torch.long)
-        if len(seen):
-            vals = logits[seen]
-            logits[seen] = torch.where(vals > 0, vals / conf.repetition_penalty, vals * conf.repetition_penalty)
-    if not conf.do_sample:
-        return int(logits.argmax())
-    logits = logits / max(conf.temperature, 1e-5)
-    if conf.top_k > 0:
-        kth = torch.topk(logits, min(conf.top_k, int(allowed.sum()))).values[-1]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if conf.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) > conf.top_p
-        logits[order[drop]] = float("-inf")
-    return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+class ItemError(Exception):
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+
+
+@dataclasses.dataclass
+class _Prompt:
+    index: int
+    key: str
+    embeds: torch.Tensor  # (L, D)
+
+
+def utterance_seed(key: str, seed: int = 0) -> int:
+    """Seed of one utterance's sampling: from its key, so it does not depend on batching or sharding."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "little") & (2 ** 63 - 1)
 
 
 class Decoder:
-    def __init__(self, model, conf: DecodeConfig | None = None):
+    def __init__(self, model, overrides: Optional[dict] = None, greedy: bool = False,
+                 prompt_style: str = DEFAULT_PROMPT_STYLE, batch_size: int = 1):
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(DECODE_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown decode override(s) {unknown}; known: {', '.join(DECODE_FIELDS)}")
+        if prompt_style not in task_table.PROMPT_STYLES:
+            raise ValueError(f"prompt_style {prompt_style!r}: expected one of {task_table.PROMPT_STYLES}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
         self.model = model
-        self.conf = conf or DecodeConfig()
-        self.vocab = model.llm_vocab_size
-        self.n_speech = model.speech_token_num
-        self.speech_marker = self.vocab + self.n_speech - 1  # speech bos == speech eos code
-        self.text_eos = model.text_ids.eos
+        self.overrides, self.greedy = overrides, greedy
+        self.prompt_style, self.batch_size = prompt_style, batch_size
+        self.eos = model.text_ids.eos
+        self.marker = model.speech_token_num - 1  # opens and closes the speech span
+        self.context = model.base_llm().config.max_position_embeddings
+        tok = model.tokenizer
+        prefix = tok.encode(task_table.TAG_COT_AGE_PREFIX, add_special_tokens=False)
+        allowed = [tok.encode(w, add_special_tokens=False)[0] for w in task_table.TAG_COT_AGE_LABELS]
+        self.tag_cot_ids = (prefix, allowed)
 
-    def allowed_ids(self, speech_output: bool, text_output: bool) -> torch.Tensor:
-        size = self.vocab + (self.n_speech if speech_output else 0)
-        allowed = torch.zeros(size, dtype=torch.bool)
-        if text_output:
-            allowed[: len(self.model.tokenizer)] = True  # ids past the tokenizer are padding rows
-        if speech_output:
-            allowed[self.vocab:] = True
-        return allowed
+    def config_for(self, spec) -> DecodeConfig:
+        conf = dataclasses.replace(spec.decode, **self.overrides)
+        return conf.greedy() if self.greedy else conf
 
+    # ------------------------------------------------------------------ API
     @torch.no_grad()
-    def decode(self, batch) -> list[Hypothesis]:
+    def decode(self, batch) -> list:
+        """One Hypothesis per item, in batch order; an item that cannot be decoded gets .error."""
         spec = spec_for_output_type(batch.output_type)
-        return [self._decode_one(select_item(batch, i), spec) for i in range(len(batch.keys))]
+        conf = self.config_for(spec)
+        hyps: list = [None] * len(batch.keys)
+        prompts = []
+        for i in range(len(batch.keys)):
+            try:
+                prompts.append(self._prompt(select_item(batch, i), i, spec, conf))
+            except ItemError as e:
+                hyps[i] = Hypothesis(batch.keys[i], spec.output_type, error=str(e))
+            except Exception as e:  # noqa: BLE001 - one broken item must not stop the batch
+                hyps[i] = Hypothesis(batch.keys[i], spec.output_type, error=f"decode_error: {type(e).__name__}: {e}")
+        for start in range(0, len(prompts), self.batch_size):
+            for p, hyp in self._decode_safely(prompts[start:start + self.batch_size], spec, conf):
+                hyps[p.index] = hyp
+        return hyps
 
-    def _decode_one(self, item, spec) -> Hypothesis:
-        model, conf = self.model, self.conf
-        generator = torch.Generator().manual_seed(conf.seed) if conf.do_sample else None
+    # -------------------------------------------------------------- prompts
+    def _prompt(self, item, index: int, spec, conf: DecodeConfig) -> _Prompt:
+        key = item.keys[0]
+        self._check_input(item, spec, conf)
+        if spec.speech_input:  # its own length: decoded as if alone, whatever the batch's padding
+            item = dataclasses.replace(item, feats=item.feats[:, :int(item.feats_lengths[0])])
+        model = self.model
         x = model.assemble(item, with_output=False)
-        text_output = spec.text_target
-        allowed = self.allowed_ids(spec.speech_output, text_output)
+        embeds = x.inputs_embeds[0][x.attention_mask[0]]
+        system = spec.infer_system_text(self.prompt_style)
+        if system != spec.system_text:
+            old = len(model._text(spec.system_text))
+            embeds = torch.cat([model.embed_tokens(model._text(system)).to(embeds.dtype), embeds[old:]])
+        if spec.decode_phases == "speech":  # upstream's TTS start: the span marker is part of the prompt
+            marker = torch.tensor([self.marker], device=model.device)
+            embeds = torch.cat([embeds, model.speech_token_emded(marker).to(embeds.dtype)])
+        if len(embeds) >= self.context:
+            raise ItemError("prompt_too_long", f"{key}: prompt of {len(embeds)} positions does not fit the "
+                            f"LLM's context of {self.context}; shorten the input or history")
+        return _Prompt(index, key, embeds)
+
+    def _check_input(self, item, spec, conf: DecodeConfig) -> None:
+        key = item.keys[0]
+        if spec.speech_input:
+            frames = int(item.feats_lengths[0])
+            if frames > conf.max_audio_frames:
+                raise ItemError("audio_too_long", f"{key}: {frames} frames is longer than the encoder's "
+                                f"{conf.max_audio_frames} (max_audio_frames); cut the audio")
+            if frames == 0:
+                raise ItemError("empty_audio", f"{key}: the audio has no frames")
+            return
+        if spec.uses_prompt:
+            n = int(item.prompt_lengths[0]) if item.prompt is not None else 0
+        else:
+            n = int(item.target_lengths[0])
+            n -= int(n > 0 and int(item.target[0, n - 1]) == self.eos)
+        if n <= 0:
+            raise ItemError("empty_text", f"{key}: the input text of {spec.tag} is empty")
+
+    # ------------------------------------------------------------- decoding
+    def _decode_safely(self, prompts: list, spec, conf: DecodeConfig):
+        if not prompts:
+            return []
+        try:
+            return list(zip(prompts, self._decode_chunk(prompts, spec, conf)))
+        except Exception as e:  # noqa: BLE001
+            if len(prompts) > 1:  # find the item that breaks the chunk; the others still decode
+                return [r for p in prompts for r in self._decode_safely([p], spec, conf)]
+            return [(prompts[0], Hypothesis(prompts[0].key, spec.output_type,
+                                            error=f"decode_error: {type(e).__name__}: {e}"))]
+
+    def _decode_chunk(self, prompts: list, spec, conf: DecodeConfig) -> list:
+        model, dev = self.model, self.model.device
         llm = model.base_llm().model
-        out = llm(inputs_embeds=x.inputs_embeds, attention_mask=x.attention_mask.long(),
-                  position_ids=x.position_ids, use_cache=True)
+        b, width = len(prompts), max(len(p.embeds) for p in prompts)
+        embeds = prompts[0].embeds.new_zeros(b, width, prompts[0].embeds.size(-1))
+        mask = torch.zeros(b, width, dtype=torch.long, device=dev)
+        for i, p in enumerate(prompts):  # left padding: every row ends at the last column
+            embeds[i, width - len(p.embeds):] = p.embeds
+            mask[i, width - len(p.embeds):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
         cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        position = int(x.position_ids[0, -1])
-        mask = x.attention_mask.long()
-        produced: list[int] = []
-        if not text_output:  # speech only: feed the speech bos, as upstream's TTS does
-            produced.append(self.speech_marker)
-        limit = (conf.max_text_tokens if text_output else 0) + (conf.max_speech_tokens if spec.speech_output else 0)
-        while len(produced) < limit:
-            if produced:
-                if self._finished(produced, spec):
-                    break
-                ids = torch.tensor([[produced[-1]]], device=model.device)
-                position += 1
-                mask = torch.cat([mask, mask.new_ones(1, 1)], 1)
-                step = llm(inputs_embeds=model.embed_ids(ids), attention_mask=mask,
-                           position_ids=torch.tensor([[position]], device=model.device),
-                           past_key_values=cache, use_cache=True)
-                cache, hidden = step.past_key_values, step.last_hidden_state[:, -1]
-            logits = self._logits(hidden, spec.speech_output)[0].cpu()
-            produced.append(pick_next(logits, allowed, produced, conf, self.vocab, generator))
-        return self._hypothesis(item, spec, produced)
+        last_pos = positions[:, -1]
 
-    def _logits(self, hidden: torch.Tensor, speech_output: bool) -> torch.Tensor:
-        logits = self.model.lm_head(hidden)
-        if speech_output:
-            logits = torch.cat([logits, self.model.speech_head(hidden).to(logits.dtype)], -1)
-        return logits
+        run = _Run(self, spec, conf, prompts)
+        active = torch.arange(b, device=dev)  # original row of each cache row
+        while True:
+            ids, next_embeds = run.step(hidden, active.tolist())
+            keep = [j for j, r in enumerate(active.tolist()) if not run.states[r].done]
+            if not keep:
+                break
+            if len(keep) < len(active):
+                sel = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(sel)
+                active, next_embeds, mask, last_pos = active[sel], next_embeds[sel], mask[sel], last_pos[sel]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], 1)
+            last_pos = last_pos + 1
+            out = llm(inputs_embeds=next_embeds[:, None], attention_mask=mask, position_ids=last_pos[:, None],
+                      past_key_values=cache, use_cache=True)
+            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
+        return [run.hypothesis(i) for i in range(b)]
 
-    def _finished(self, produced: list, spec) -> bool:
-        last = produced[-1]
-        if not spec.speech_output:
-            return last == self.text_eos
-        # the speech span opens and closes with the same marker code
-        return last == self.speech_marker and produced.count(self.speech_marker) >= 2
 
-    def _hypothesis(self, item, spec, produced: list) -> Hypothesis:
-        text_ids = [i for i in produced if i < self.vocab and i != self.text_eos]
-        codes = [i - self.vocab for i in produced if i >= self.vocab and i != self.speech_marker]
-        text = self.model.tokenizer.decode(text_ids, skip_special_tokens=True)
+class _Run:
+    """Per-row bookkeeping of one decoded chunk: phases, histories, processor state, generators."""
+
+    def __init__(self, dec: Decoder, spec, conf: DecodeConfig, prompts: list):
+        self.dec, self.spec, self.conf, self.model = dec, spec, conf, dec.model
+        b, dev = len(prompts), dec.model.device
+        self.keys = [p.key for p in prompts]
+        self.states = [PhaseState.start(spec.decode_phases, dec.context - len(p.embeds)) for p in prompts]
+        start_speech = [dec.marker] if spec.decode_phases == "speech" else []
+        self.history = {"text": [[] for _ in range(b)], "speech": [list(start_speech) for _ in range(b)]}
+        self.raw = [[self.model.llm_vocab_size + c for c in start_speech] for _ in range(b)]
+        self.proc_state = [{} for _ in range(b)]
+        tag_cot = TagCotConstraint(*dec.tag_cot_ids)
+        self.chains = {ph: build_chain(conf, ph, marker=dec.marker, tag_cot=tag_cot) for ph in ("text", "speech")}
+        sizes = {"text": self.model.llm_vocab_size, "speech": self.model.speech_token_num}
+        self.seen = {ph: torch.zeros(b, sizes[ph], dtype=torch.bool, device=dev) if self._needs_seen(ph) else None
+                     for ph in ("text", "speech")}
+        if self.seen["speech"] is not None and start_speech:
+            self.seen["speech"][:, dec.marker] = True
+        self.generators = ([torch.Generator(dev).manual_seed(utterance_seed(k, conf.seed)) for k in self.keys]
+                           if conf.do_sample else None)
+
+    def _needs_seen(self, phase: str) -> bool:
+        return any(hasattr(p, "penalty") for p in self.chains[phase])
+
+    def step(self, hidden: torch.Tensor, rows: list):
+        """Scores the cache rows (original indices `rows`), appends one id to each; returns the ids
+        and their embeddings (len(rows), D) to feed next."""
+        ids = torch.empty(len(rows), dtype=torch.long, device=hidden.device)
+        next_embeds = torch.empty_like(hidden)
+        groups = {}
+        for j, r in enumerate(rows):
+            groups.setdefault(self.states[r].phase, []).append(j)
+        for phase, idx in groups.items():
+            sel = torch.tensor(idx, device=hidden.device) if len(idx) < len(rows) else None
+            h = hidden if sel is None else hidden[sel]
+            head = self.model.lm_head if phase == "text" else self.model.speech_head
+            scores = head(h).float()
+            orig = [rows[j] for j in idx]
+            seen = self.seen[phase]
+            view = Rows([self.history[phase][r] for r in orig],
+                        seen[torch.tensor(orig, device=hidden.device)] if seen is not None else None,
+                        [self.proc_state[r] for r in orig])
+            scores = apply_chain(self.chains[phase], scores, view)
+            chosen = pick(scores, self.conf.do_sample, [self.generators[r] for r in orig] if self.generators else None)
+            table = self.model.embed_tokens if phase == "text" else self.model.speech_token_emded
+            emb = table(chosen[:, None])[:, 0].to(hidden.dtype)
+            if sel is None:
+                ids, next_embeds = chosen, emb
+            else:
+                ids[sel], next_embeds[sel] = chosen, emb
+            if seen is not None:
+                seen[torch.tensor(orig, device=hidden.device), chosen] = True
+        for j, (r, token) in enumerate(zip(rows, ids.tolist())):
+            phase = self.states[r].phase
+            self.history[phase][r].append(token)
+            self.raw[r].append(token if phase == "text" else self.model.llm_vocab_size + token)
+            self.states[r].advance(token, eos=self.dec.eos, marker=self.dec.marker, conf=self.conf)
+        return ids, next_embeds
+
+    def hypothesis(self, r: int) -> Hypothesis:
+        text_ids = [i for i in self.history["text"][r] if i != self.dec.eos]
+        text = self.model.tokenizer.decode(text_ids, skip_special_tokens=True) if text_ids else ""
         think, answer = split_think(text)
-        return Hypothesis(item.keys[0], spec.output_type, answer, think, codes, produced)
+        codes = [c for c in self.history["speech"][r] if c != self.dec.marker]
+        st = self.states[r]
+        return Hypothesis(self.keys[r], self.spec.output_type, answer, think, codes, self.raw[r],
+                          st.hit_max_text_tokens, st.hit_max_speech_tokens)
 
 
 def select_item(batch, i: int):
@@ -160,7 +277,7 @@ def select_item(batch, i: int):
     return dataclasses.replace(batch, **fields)
 
 
-def split_think(text: str) -> tuple[str, str]:
+def split_think(text: str) -> tuple:
     """("reasoning", "answer") from "<think>reasoning<think end>answer"; ("", text) if no think."""
     open_, close = task_table.THINK_OPEN, task_table.THINK_CLOSE
     if close in text:

@@ -122,7 +122,7 @@ def _progress(total):
 
 def decode_part(model, tokenizer, config: dict, data_type: str, data_list: str, output: str, *,
                 decoder, root=None, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                token2wav=None, fixed_prompt=None, max_seconds: float = 30.0) -> dict:
+                token2wav=None, fixed_prompt=None) -> dict:
     """Decode this process's share of the list into its part files; returns its counts."""
     part = Part.of(output, rank, world_size)
     os.makedirs(os.path.dirname(part.jsonl), exist_ok=True)
@@ -133,8 +133,7 @@ def decode_part(model, tokenizer, config: dict, data_type: str, data_list: str, 
     conf = one_by_one_config(config)
     conf["dataset_conf"]["batch_conf"]["batch_size"] = int(getattr(decoder, "batch_size", 1))
     dataset = OsumDataset(conf, data_type, data_list, tokenizer, root=root, mode="decode", rank=rank,
-                          world_size=world_size, counter=failures, skip_keys=done,
-                          max_frames=max_seconds * 100, fixed_prompt=fixed_prompt)
+                          world_size=world_size, counter=failures, skip_keys=done, fixed_prompt=fixed_prompt)
     wav_dir = output + "_wavs"
     if token2wav is not None:
         os.makedirs(wav_dir, exist_ok=True)
@@ -158,14 +157,16 @@ def decode_part(model, tokenizer, config: dict, data_type: str, data_list: str, 
 
 
 def run(model, tokenizer, config: dict, data_type: str, data_list: str, output: str, *, decoder=None,
-        root=None, num_workers: int = 0, token2wav=None, fixed_prompt=None, max_seconds: float = 30.0) -> dict:
-    """Decode a whole list in this process, merge, write and return the report."""
+        decode_options: dict | None = None, root=None, num_workers: int = 0, token2wav=None,
+        fixed_prompt=None) -> dict:
+    """Decode a whole list in this process, merge, write and return the report. `decoder` (or
+    `decode_options`, the keyword arguments of generation.decode.Decoder) says how."""
     if decoder is None:
         from osum_echat.generation.decode import Decoder
 
-        decoder = Decoder(model)
+        decoder = Decoder(model, **(decode_options or {}))
     model.eval()
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     decode_part(model, tokenizer, config, data_type, data_list, output, decoder=decoder, root=root,
-                num_workers=num_workers, token2wav=token2wav, fixed_prompt=fixed_prompt, max_seconds=max_seconds)
+                num_workers=num_workers, token2wav=token2wav, fixed_prompt=fixed_prompt)
     return merge(output, 1)

@@ -133,3 +133,19 @@ def print_summary(report: dict, output: str, file=sys.stdout) -> None:
     failed = sum(report["failed"].values())
     file.write(f"\nresult: {output} ({report['decoded']} decoded), {output}.jsonl, {output}.failed ({failed}), "
                f"{output}.report.json, {output}.report.txt\n")
+
+
+def main(argv=None) -> int:
+    """python -m osum_echat.infer.results --output OUT --world_size N: merge the parts, report."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--output", required=True)
+    ap.add_argument("--world_size", type=int, required=True)
+    args = ap.parse_args(argv)
+    print_summary(merge(args.output, args.world_size), args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

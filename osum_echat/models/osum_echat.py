@@ -158,6 +158,7 @@ class OsumEChat(nn.Module):
     # -------------------------------------------------------------- speech in
     def embed_speech(self, feats: torch.Tensor, feats_lengths: torch.Tensor):
         """(B, T, 80) log-mel -> (B, T', D) LLM-width embeds and valid mask (B, T')."""
+        feats = feats.to(next(self.encoder.parameters()).dtype)  # float32 features into a bf16/fp16 model
         enc, mask = self.encoder(feats, feats_lengths)
         x, mask = self.down_sample_2(enc, mask)
         if self.speech_transformer is not None:
@@ -244,7 +245,7 @@ class OsumEChat(nn.Module):
             for turn in turns:
                 if parts:
                     parts.append(user_start)
-                feat = torch.as_tensor(turn["wav"], dtype=torch.float32, device=self.device)
+                feat = torch.as_tensor(turn["wav"], device=self.device)
                 wav, _ = self.embed_speech(feat[None], torch.tensor([feat.size(0)], device=self.device))
                 parts += [wav[0], turn_end, assistant_start, self.embed_tokens(self._text(turn["txt"], False))]
                 codes = turn.get("speech_token")

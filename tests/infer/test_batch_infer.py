@@ -19,7 +19,7 @@ from osum_echat.models import build_model
 from osum_echat.train import checkpointing as ckpt_io
 
 SCRIPT_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-DECODE = "--max_text_tokens 3 --max_speech_tokens 4"
+DECODE = "--greedy --max_text_tokens 3 --max_speech_tokens 4"
 
 GOOD = [  # (key, task, txt, extra, has audio)
     ("asr_en", "<TRANSCRIBE>", "hello world", {}, True),
@@ -34,7 +34,7 @@ GOOD = [  # (key, task, txt, extra, has audio)
     ("s2s_think", "<S2TCHAT> <TEXT2TOKEN> <THINK>", "i see", {}, True),
 ]
 LIST = "exp/demo/data/lists/s1_asr.jsonl"  # where the README's example reads its list
-FAILED = {"missing_wav": "missing_file", f"{LIST}:12": "bad_json", "too_long": "too_long",
+FAILED = {"missing_wav": "missing_file", f"{LIST}:12": "bad_json", "too_long": "audio_too_long",
           "unknown": "unknown_task", f"{LIST}:15": "bad_json"}
 
 
@@ -158,7 +158,7 @@ def test_readme_commands_decode_in_order_record_every_failure_and_resume(work, r
     assert all(set(r) >= {"text", "think", "speech_tokens", "output_type", "wav"} for r in records)
     report = json.loads(open(f"{out}.report.json").read())
     assert (report["listed"], report["decoded"]) == (15, 10)
-    assert report["failed"] == {"bad_json": 2, "missing_file": 1, "too_long": 1, "unknown_task": 1}
+    assert report["failed"] == {"bad_json": 2, "audio_too_long": 1, "missing_file": 1, "unknown_task": 1}
     m = report["metrics"]
     assert (m["transcription"]["wer"]["count"], m["transcription"]["cer"]["count"]) == (2, 1)
     assert {s: v["count"] for s, v in m["paralinguistic"].items()} == {"emotion": 1, "gender": 1}
@@ -182,9 +182,9 @@ def _shell(command, cwd):
 
 
 def _decoder(model):
-    from osum_echat.generation.decode import DecodeConfig, Decoder
+    from osum_echat.generation.decode import Decoder
 
-    return Decoder(model, DecodeConfig(max_text_tokens=3, max_speech_tokens=4))
+    return Decoder(model, overrides={"max_text_tokens": 3, "max_speech_tokens": 4}, greedy=True)
 
 
 def test_decoding_keeps_samples_without_target_only_fields(tmp_path, tiny_tokenizer, repo_root):

@@ -1,0 +1,71 @@
+"""Sample filters: upstream's length limits and sequence-length estimate."""
+from __future__ import annotations
+
+from .. import labels
+from .. import tasks as task_table
+
+MIX_CATEGORIES = task_table.MIX_CATEGORIES
+INSTRUCT_OVERHEAD = 29 * 2  # upstream's allowance for the chat-template tokens
+
+
+def _frames(wav, rate):
+    return 0.0 if wav is None else wav.size(1) / rate * 100
+
+
+def history_length(sample) -> float:
+    """Upstream's history length: frames (10 ms) plus text characters, over all turns."""
+    return sum(_frames(t["wav"], t["sample_rate"]) + len(t.get("txt", "")) for t in sample.get("history") or [])
+
+
+def seq_length(sample, num_frames: float, history_len: float) -> float:
+    """Upstream's estimate of the LLM sequence length of one sample."""
+    spec = sample["spec"]
+    n = len(sample["prompt"]) + len(sample["label"])
+    if spec.speech_input:
+        n += num_frames / 8
+    if spec.speech_output:
+        n += len(sample["speech_token"])
+    return n + INSTRUCT_OVERHEAD + history_len
+
+
+def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_max_length=200,
+                   token_min_length=1, max_seq_len=1000, only=None, fiter_txt_is_None=False,
+                   check_speech_ratio=True, **unused):
+    """Upstream's length limits. Frame limits apply to speech-input tasks only
+    (upstream pads text-only samples with 10 s of noise instead)."""
+    for sample in samples:
+        key, src, spec = sample.get("key"), sample.get("src", "?"), sample["spec"]
+        if only is not None and spec.mix_category != only:
+            counter.skip("mix_category", src, key, f"{spec.output_type} is not a {only} task")
+            continue
+        if check_speech_ratio and spec.speech_output and len(sample["label"]) * 0.8 >= len(sample["speech_token"]):
+            counter.skip("label_speech_ratio", src, key,
+                         f"{len(sample['label'])} text tokens for {len(sample['speech_token'])} speech tokens")
+            continue
+        need = task_table.STREAM_MIN_SPEECH_PER_TEXT * len(sample["label"])
+        if check_speech_ratio and spec.streaming and len(sample["speech_token"]) < need:
+            counter.skip("label_speech_ratio", src, key, f"streaming needs {need} speech tokens for "
+                         f"{len(sample['label'])} text tokens, has {len(sample['speech_token'])}")
+            continue
+        if fiter_txt_is_None and any(t in sample["txt"] for t in labels.NONE_TARGETS):
+            counter.skip("no_target", src, key, "target text is <NONE>")
+            continue
+        history_len = history_length(sample)
+        num_frames = _frames(sample["wav"], sample["sample_rate"]) + history_len
+        if spec.speech_input and num_frames < min_length:
+            counter.skip("too_short", src, key, f"{num_frames:.0f} frames < min_length {min_length}")
+            continue
+        if spec.speech_input and num_frames > max_length:
+            counter.skip("too_long", src, key, f"{num_frames:.0f} frames > max_length {max_length}")
+            continue
+        if len(sample["label"]) < token_min_length:
+            counter.skip("label_too_short", src, key, f"{len(sample['label'])} tokens < {token_min_length}")
+            continue
+        if len(sample["label"]) > token_max_length:
+            counter.skip("label_too_long", src, key, f"{len(sample['label'])} tokens > {token_max_length}")
+            continue
+        seq = seq_length(sample, num_frames, history_len)
+        if 0 < max_seq_len < seq:
+            counter.skip("seq_too_long", src, key, f"estimated sequence {seq:.0f} > max_seq_len {max_seq_len}")
+            continue
+        yield sample

@@ -1,0 +1,364 @@
+"""Ask one question of a checkpoint: any task of the task table on one utterance.
+
+    pipe = ChatPipeline.from_files("conf/ct_config.yaml", "exp/stage3/final.pt", token2wav_dir="CosyVoice-300M-25Hz")
+    r = pipe.run("<S2TCHAT> <TEXT2TOKEN> <THINK>", wav="q.wav")
+    r.text, r.think, r.speech_tokens, r.audio, r.timings, r.notes
+    pipe.transcribe("q.wav"); pipe.understand("q.wav", "<EMOTION>"); pipe.tts("hello")
+
+The model, tokenizer and token2wav are loaded once. A request is turned into the sample dict a
+data source yields (key, txt, task, extra, history, audio) and goes through the repo's own data
+pipeline (`OsumDataset.process`: tokenize, load/resample audio, log-mel, padding), so the model
+sees exactly what decoding a list would give it. Decoding presets come from the task table; any
+decode control may be overridden per call (`pipe.run(..., max_text_tokens=64, do_sample=False)`).
+
+Bad input raises `ChatInputError` (a ValueError; `.reason` is a short code such as not_audio,
+audio_too_long, empty_text, missing_input, prompt_too_long) with one sentence saying what to do.
+Input the model takes after a fix-up (stereo mixed to mono, another sample rate resampled, a tag
+the task table does not know run as speech -> text, a user prompt the task does not read) runs and
+the fix-up is said in `Result.notes`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import soundfile
+import torch
+
+from osum_echat import tasks as task_table
+from osum_echat.data.dataset import OsumDataset, one_by_one_config
+from osum_echat.data.batch import Batch
+from osum_echat.data.skips import SkipCounter
+from osum_echat.utils import get_logger
+
+log = get_logger("osum_echat.runtime")
+
+MAX_AUDIO_SECONDS = 30.0  # longer input is refused (upstream's encoder window and training lengths)
+
+# The thin helpers: which task-table row each one runs.
+HELPER_TASKS = {
+    "transcribe": "<TRANSCRIBE>",
+    "chat": "<S2TCHAT>",
+    "chat_think": "<S2TCHAT> <THINKER>",
+    "tts": "<TEXT2TOKEN>",
+    "s2s": "<S2TCHAT> <TEXT2TOKEN>",
+    "s2s_think": "<S2TCHAT> <TEXT2TOKEN> <THINK>",
+    "t2t": "<TEXT2TEXT>",
+}
+assert all(tag in task_table.TASKS for tag in HELPER_TASKS.values())
+
+
+class ChatInputError(ValueError):
+    """A request that cannot run as given; `reason` is a short code, the message says what to do."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+@dataclasses.dataclass
+class Turn:
+    """One exchange of a conversation, kept as history for the next request."""
+    user_audio: object  # a path or the bytes of an audio file (what the user said)
+    text: str  # the model's answer
+    speech_tokens: list  # the model's speech codes (0 .. speech_token_num-2)
+    seconds: float = 0.0  # duration of user_audio
+
+
+@dataclasses.dataclass
+class Result:
+    task: str
+    output_type: str
+    text: str
+    think: str
+    speech_tokens: list
+    audio: Optional[torch.Tensor] = None  # 1-D float32 at sample_rate, when token2wav is configured
+    sample_rate: Optional[int] = None
+    notes: list = dataclasses.field(default_factory=list)
+    timings: dict = dataclasses.field(default_factory=dict)  # seconds: encoder, llm, token2wav, first_audio, total
+    history_turns: int = 0  # history turns the model saw
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("audio")
+        return d
+
+
+# ------------------------------------------------------------------ input checks
+
+def audio_source(wav):
+    """A path (str/Path), the bytes of an audio file, or (samples, sample_rate) -> path or bytes."""
+    if isinstance(wav, (str, Path)):
+        if not Path(wav).is_file():
+            raise ChatInputError("missing_file", f"audio file {wav} does not exist")
+        return str(wav)
+    if isinstance(wav, (bytes, bytearray)):
+        return bytes(wav)
+    if isinstance(wav, tuple) and len(wav) == 2:
+        samples, rate = wav
+        samples = np.asarray(samples.cpu() if isinstance(samples, torch.Tensor) else samples, dtype=np.float32)
+        if samples.ndim == 2 and samples.shape[0] < samples.shape[1]:
+            samples = samples.T  # (channels, n) -> (n, channels)
+        buf = io.BytesIO()
+        soundfile.write(buf, samples, int(rate), format="WAV", subtype="FLOAT")
+        return buf.getvalue()
+    raise ChatInputError("not_audio", f"wav must be a path, audio-file bytes or (samples, sample_rate), "
+                                      f"got {type(wav).__name__}")
+
+
+def check_audio(source, sample_rate: int, max_seconds: float = MAX_AUDIO_SECONDS):
+    """(seconds, notes) for audio the model can take; ChatInputError otherwise."""
+    name = source if isinstance(source, str) else "the uploaded audio"
+    try:
+        info = soundfile.info(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Exception as e:  # soundfile raises several types for what is not audio
+        raise ChatInputError("not_audio", f"{name} is not an audio file soundfile can read "
+                                          f"(wav, flac, ogg, mp3): {type(e).__name__}") from None
+    if info.frames == 0:
+        raise ChatInputError("empty_audio", f"{name} has no samples")
+    seconds = info.frames / info.samplerate
+    if seconds > max_seconds:
+        raise ChatInputError("audio_too_long", f"{name} lasts {seconds:.1f} s; the limit is {max_seconds:g} s: "
+                                               "cut it into shorter pieces")
+    notes = []
+    if info.channels > 1:
+        notes.append(f"audio has {info.channels} channels: mixed to mono")
+    if info.samplerate != sample_rate:
+        notes.append(f"audio sample rate {info.samplerate} Hz: resampled to {sample_rate} Hz")
+    return seconds, notes
+
+
+class _LastSkip(SkipCounter):
+    """Keeps the reason a request was dropped by the pipeline (instead of logging it)."""
+
+    def __init__(self):
+        super().__init__(max_workers=0)
+        self.last = None
+
+    def skip(self, reason, where, key, detail=""):
+        self.last = (reason, detail)
+
+
+@contextlib.contextmanager
+def _timed(module: torch.nn.Module, totals: dict, name: str):
+    """Adds the wall time of every forward of `module` to totals[name]."""
+    starts = []
+    pre = module.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
+    post = module.register_forward_hook(
+        lambda *_: totals.__setitem__(name, totals.get(name, 0.0) + time.perf_counter() - starts.pop()))
+    try:
+        yield
+    finally:
+        pre.remove()
+        post.remove()
+
+
+# ------------------------------------------------------------------ the pipeline
+
+class ChatPipeline:
+    """One model (+ optional token2wav) loaded once; `run` any task on one utterance."""
+
+    def __init__(self, model, tokenizer, config: dict, token2wav=None, *, speaker_prompt=None,
+                 max_audio_seconds: float = MAX_AUDIO_SECONDS):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.config = config
+        self.token2wav = token2wav
+        self.speaker_prompt = speaker_prompt
+        self.max_audio_seconds = max_audio_seconds
+        self.counter = _LastSkip()
+        self.dataset = OsumDataset(one_by_one_config(config), "raw", None, tokenizer, mode="decode",
+                                   counter=self.counter)
+        conf = config.get("dataset_conf") or {}
+        self.sample_rate = int((conf.get("resample_conf") or {}).get("resample_rate", 16000))
+        self.variants = None  # osum_echat.infer.variants.WeightVariants when two checkpoints share the model
+
+    @classmethod
+    def from_files(cls, config_path, checkpoint, token2wav_dir=None, *, device=None, dtype="float32",
+                   overrides=(), checkpoint_b=None, speaker_prompt_wav=None, **kw) -> "ChatPipeline":
+        """Build from a config YAML and a checkpoint; `checkpoint_b` (the other think checkpoint)
+        shares the same model and costs only its differing weights (see `use_variant`)."""
+        from osum_echat.config import load_config
+        from osum_echat.models import build_model
+        from osum_echat.models.checkpoint import load_checkpoint
+        from osum_echat.tokenizer import load_tokenizer
+        from osum_echat.train.devices import select_device
+
+        device = select_device(device)
+        config = load_config(config_path, list(overrides))
+        tokenizer = load_tokenizer(config["llm_path"])
+        model = build_model(config, device="cpu", tokenizer=tokenizer)
+        load_checkpoint(model, checkpoint, strict=True)
+        model.to(device=device, dtype=getattr(torch, dtype))
+        t2w = prompt = None
+        if token2wav_dir:
+            from osum_echat.token2wav import Token2Wav
+            t2w = Token2Wav.from_dir(token2wav_dir, device=str(device))
+            prompt = t2w.prompt_from_wav(speaker_prompt_wav) if speaker_prompt_wav else None
+        pipe = cls(model, tokenizer, config, t2w, speaker_prompt=prompt, **kw)
+        if checkpoint_b:
+            from osum_echat.infer.variants import WeightVariants
+            pipe.variants = WeightVariants(model, {"a": checkpoint, "b": checkpoint_b})
+        return pipe
+
+    def use_variant(self, name: str) -> None:
+        """Switch to checkpoint "a" or "b" (from_files(checkpoint_b=...))."""
+        if self.variants is None:
+            raise ChatInputError("no_variant", "only one checkpoint is loaded; pass checkpoint_b to switch")
+        self.variants.use(name)
+
+    # -------------------------------------------------------------- requests
+    def sample(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
+               history: Optional[list] = None):
+        """(sample dict as a data source yields it, TaskSpec, notes) for one request."""
+        tag = task_table.normalize_tag(task or "")
+        if not tag:
+            raise ChatInputError("unknown_task", "no task given; see `python -m osum_echat.bin.chat --list-tasks`")
+        spec = task_table.get_task(tag, has_history=bool(history))
+        notes = []
+        if spec is None:
+            spec = task_table.generic_understanding(tag)
+            notes.append(f"task {tag!r} is not in the task table (osum_echat/tasks.py): run as speech -> text "
+                         "(output_type 'text'); the checkpoint was probably not trained for it")
+        sample = {"key": "request", "task": tag, "txt": "", "extra": {}, "src": "request"}
+        if spec.speech_input:
+            if wav is None:
+                raise ChatInputError("missing_input", f"task {tag} takes speech: give a wav")
+            sample["audio"] = audio_source(wav)
+            seconds, audio_notes = check_audio(sample["audio"], self.sample_rate, self.max_audio_seconds)
+            notes += audio_notes
+            if text:
+                notes.append(f"task {tag} takes speech: the text was not used")
+        else:
+            if text is None or not str(text).strip():
+                raise ChatInputError("empty_text", f"task {tag} takes text: give a non-empty text")
+            # a text-in task reads its text as the user prompt (text chat) or as the text to speak (TTS)
+            if spec.uses_prompt:
+                sample["extra"]["question"] = str(text).strip()
+            else:
+                sample["txt"] = str(text).strip()
+            if wav is not None:
+                notes.append(f"task {tag} takes text: the audio was not used")
+        if prompt is not None and str(prompt).strip():
+            if spec.uses_prompt and spec.speech_input:
+                sample["extra"]["question"] = str(prompt).strip()
+            else:
+                notes.append(f"task {tag} reads no user prompt: the prompt was not used")
+        if history:
+            if spec.embeds_history:
+                sample["history"] = [{"audio": t.user_audio, "txt": t.text} for t in history]
+                for i, t in enumerate(history, 1):
+                    if t.speech_tokens:
+                        sample["extra"][f"speech_token_{i}"] = list(t.speech_tokens)
+            else:
+                notes.append(f"task {tag} was not trained with history: the {len(history)} earlier turn(s) "
+                             "were not used")
+        return sample, spec, notes
+
+    def batch(self, sample) -> Batch:
+        """The padded Batch of one request, through the data pipeline."""
+        self.counter.last = None
+        items = list(self.dataset.process(iter([sample])))
+        if not items:
+            reason, detail = self.counter.last or ("rejected", "the data pipeline dropped the request")
+            raise ChatInputError(reason, detail)
+        return Batch.from_samples(items)
+
+    def run(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
+            history: Optional[list] = None, **decode_overrides) -> Result:
+        """Decode one request. `history`: earlier `Turn`s (speech-in/speech-out tasks embed them);
+        `decode_overrides`: DecodeConfig fields (max_text_tokens, do_sample, temperature, ...)."""
+        start = time.perf_counter()
+        sample, spec, notes = self.sample(task, wav, text, prompt, history)
+        batch = self.batch(sample).to(self.model.device)
+        timings = {"encoder": 0.0}
+        with _timed(self.model.encoder, timings, "encoder"), torch.no_grad():
+            t0 = time.perf_counter()
+            hyp = self._decoder(decode_overrides).decode(batch)[0]
+            timings["llm"] = time.perf_counter() - t0 - timings["encoder"]
+        error = getattr(hyp, "error", None)
+        if error:
+            reason, _, message = error.partition(": ")
+            raise ChatInputError(reason, message or error)
+        for flag, what in (("hit_max_text_tokens", "max_text_tokens"), ("hit_max_speech_tokens", "max_speech_tokens")):
+            if getattr(hyp, flag, False):
+                notes.append(f"stopped at {what}: the answer may be cut")
+        result = Result(task=batch.task[0], output_type=hyp.output_type, text=hyp.text, think=hyp.think,
+                        speech_tokens=list(hyp.speech_tokens), notes=notes, timings=timings,
+                        history_turns=len(batch.history[0]))
+        self._synthesize(result, start)
+        result.timings["total"] = time.perf_counter() - start
+        return result
+
+    def _decoder(self, overrides: dict):
+        from osum_echat.generation.decode import DecodeConfig, Decoder
+        # TODO(decode contract): Decoder(model, overrides=..., greedy=...) once it lands on main
+        return Decoder(self.model, DecodeConfig(**{k: v for k, v in overrides.items() if v is not None}))
+
+    def _synthesize(self, result: Result, start: float) -> None:
+        if self.token2wav is None or not result.speech_tokens:
+            return
+        t0 = time.perf_counter()
+        chunks = []
+        for chunk in self.token2wav.stream(iter(result.speech_tokens), prompt=self.speaker_prompt):
+            if not chunks:
+                result.timings["first_audio"] = time.perf_counter() - start
+            chunks.append(chunk.float().cpu())
+        result.timings["token2wav"] = time.perf_counter() - t0
+        result.audio = torch.cat(chunks) if chunks else torch.zeros(0)
+        result.sample_rate = self.token2wav.sample_rate
+
+    # -------------------------------------------------------------- helpers
+    def transcribe(self, wav, **kw) -> Result:
+        return self.run(HELPER_TASKS["transcribe"], wav=wav, **kw)
+
+    def understand(self, wav, tag: str = "<EMOTION>", prompt: Optional[str] = None, **kw) -> Result:
+        """Any understanding tag of the table (<EMOTION>, <AGE> <GENDER>, <CAPTION> ...)."""
+        return self.run(tag, wav=wav, prompt=prompt, **kw)
+
+    def chat(self, wav, **kw) -> Result:
+        return self.run(HELPER_TASKS["chat"], wav=wav, **kw)
+
+    def chat_think(self, wav, **kw) -> Result:
+        return self.run(HELPER_TASKS["chat_think"], wav=wav, **kw)
+
+    def tts(self, text: str, **kw) -> Result:
+        return self.run(HELPER_TASKS["tts"], text=text, **kw)
+
+    def s2s(self, wav, history=None, **kw) -> Result:
+        return self.run(HELPER_TASKS["s2s"], wav=wav, history=history, **kw)
+
+    def s2s_think(self, wav, history=None, **kw) -> Result:
+        return self.run(HELPER_TASKS["s2s_think"], wav=wav, history=history, **kw)
+
+    def t2t(self, text: str, **kw) -> Result:
+        return self.run(HELPER_TASKS["t2t"], text=text, **kw)
+
+
+# ------------------------------------------------------------------ decode options (CLI)
+# TODO(decode contract): the decode session's add_decode_args / decode_options_from_args replace these.
+
+def decode_preset(spec) -> str:
+    from osum_echat.generation.decode import DecodeConfig
+    conf = DecodeConfig()
+    return f"max_text_tokens={conf.max_text_tokens} max_speech_tokens={conf.max_speech_tokens} " \
+           f"{'sampling' if conf.do_sample else 'greedy'}"
+
+
+def add_decode_args(ap) -> None:
+    g = ap.add_argument_group("decoding (default: the task table's preset)")
+    g.add_argument("--max_text_tokens", type=int, default=None)
+    g.add_argument("--max_speech_tokens", type=int, default=None)
+    g.add_argument("--greedy", action="store_true")
+
+
+def decode_overrides_from_args(args) -> dict:
+    out = {k: getattr(args, k) for k in ("max_text_tokens", "max_speech_tokens") if getattr(args, k) is not None}
+    if args.greedy:
+        out["do_sample"] = False
+    return out
