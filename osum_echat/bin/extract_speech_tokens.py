@@ -156,6 +156,13 @@ def _done_keys(path: Path) -> set:
     return {str(json.loads(line)["key"]) for line in data.decode("utf-8").splitlines() if line.strip()}
 
 
+def _absolute_paths(obj: dict, root, base: str) -> None:
+    """The output list lives elsewhere: its wav paths (main and history turns) become absolute."""
+    for turn in [obj] + [t for t in obj.get("history") or [] if isinstance(t, dict)]:
+        if isinstance(turn.get("wav"), str) and turn["wav"]:
+            turn["wav"] = os.path.abspath(resolve(turn["wav"], root, base))
+
+
 def extract_raw(args, ex: Extractor, out_dir: Path, stats: collections.Counter) -> Path:
     out_path = out_dir / Path(args.data).name
     done = _done_keys(out_path)
@@ -177,8 +184,7 @@ def extract_raw(args, ex: Extractor, out_dir: Path, stats: collections.Counter) 
             if str(obj["key"]) in done:
                 stats["already_done"] += 1
                 continue
-            for name in ("wav",) if obj.get("wav") else ():  # the list moves: make its paths absolute
-                obj[name] = os.path.abspath(resolve(obj[name], args.root, entry.base))
+            _absolute_paths(obj, args.root, entry.base)
             audio = _audio_of(obj, args.audio_field)
             item = Item(entry.where, str(obj["key"]), obj,
                         os.path.abspath(resolve(audio, args.root, entry.base)) if audio else None)

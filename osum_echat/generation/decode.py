@@ -67,6 +67,8 @@ def utterance_seed(key: str, seed: int = 0) -> int:
 class Decoder:
     def __init__(self, model, overrides: Optional[dict] = None, greedy: bool = False,
                  prompt_style: str = DEFAULT_PROMPT_STYLE, batch_size: int = 1):
+        if isinstance(overrides, DecodeConfig):  # the old Decoder(model, conf): every field set explicitly
+            overrides = dataclasses.asdict(overrides)
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(DECODE_FIELDS))
         if unknown:
@@ -238,6 +240,12 @@ class _Run:
                         seen[torch.tensor(orig, device=hidden.device)] if seen is not None else None,
                         [self.proc_state[r] for r in orig])
             scores = apply_chain(self.chains[phase], scores, view)
+            if phase == "text":
+                forced = [k for k, r in enumerate(orig) if self.states[r].must_end_text(self.conf)]
+                for k in forced:
+                    scores[k] = float("-inf")
+                    scores[k, self.dec.eos] = 0.0
+                    self.states[orig[k]].hit_max_text_tokens = True
             chosen = pick(scores, self.conf.do_sample, [self.generators[r] for r in orig] if self.generators else None)
             table = self.model.embed_tokens if phase == "text" else self.model.speech_token_emded
             emb = table(chosen[:, None])[:, 0].to(hidden.dtype)

@@ -10,7 +10,9 @@
 
 Caps: max_text_tokens / max_speech_tokens count the ids generated in each phase (eos and markers
 included), max_total_tokens all generated ids (upstream's MaxTokenStopper), `context_left` what
-still fits in the LLM's position table. A cap ends the row and sets the flag of the phase it hit.
+still fits in the LLM's position table. A cap ends the row and sets the flag of the phase it hit,
+except the text cap of a task that goes on to speech: its last text id is forced to be the eos
+(`must_end_text`), so the answer is cut but still gets its speech.
 """
 from __future__ import annotations
 
@@ -42,6 +44,10 @@ class PhaseState:
     def done(self) -> bool:
         return self.phase == "done"
 
+    def must_end_text(self, conf) -> bool:
+        """The next text id must be the eos: the text cap is reached and speech is still to come."""
+        return self.phase == "text" and self.phases != "text" and self.n_text >= conf.max_text_tokens - 1
+
     def advance(self, token: int, *, eos: int, marker: int, conf) -> None:
         """Account for `token` (in the id space of the current phase) and pick the next phase."""
         if self.phase == "text":
@@ -70,7 +76,8 @@ class PhaseState:
             return
         total = self.n_text + self.n_speech
         over_total = conf.max_total_tokens is not None and total >= conf.max_total_tokens
-        if self.phase == "text" and (self.n_text >= conf.max_text_tokens or over_total or total >= self.context_left):
+        text_cap = self.phases == "text" and self.n_text >= conf.max_text_tokens
+        if self.phase == "text" and (text_cap or over_total or total >= self.context_left):
             self.hit_max_text_tokens = True
             self._switch("done")
         elif self.phase == "speech" and (self.n_speech >= conf.max_speech_tokens or over_total

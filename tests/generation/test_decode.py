@@ -94,11 +94,12 @@ def two_phase_reference(model, item, spec, steps):
 
 @torch.no_grad()
 @pytest.mark.parametrize("key", ["asr0", "s2s1", "tts2"])
-def test_cached_two_phase_decoding_equals_full_recompute(setup, key):
-    model, batches, _ = setup
+def test_cached_two_phase_decoding_equals_full_recompute(setup, ending_model, key):
+    model, batches = ending_model, setup[1]
     batch = batches[key]
     spec = tasks.get_task(batch.task[0])
-    hyp = Decoder(model, dict(max_text_tokens=12, max_speech_tokens=12), greedy=True).decode(batch)[0]
+    hyp = Decoder(model, dict(max_text_tokens=40, max_speech_tokens=12), greedy=True).decode(batch)[0]
+    assert not hyp.hit_max_text_tokens
     fed = 1 if spec.decode_phases == "speech" else 0
     ref = two_phase_reference(model, select_item(batch, 0), spec, len(hyp.raw_ids) - fed)
     assert hyp.raw_ids[fed:] == ref and hyp.error is None
@@ -179,6 +180,10 @@ def test_caps_set_the_hit_flags(setup):
     assert len(hyp.raw_ids) == 3 and hyp.hit_max_text_tokens and not hyp.hit_max_speech_tokens
     hyp = Decoder(model, dict(max_speech_tokens=4), greedy=True).decode(batches["tts0"])[0]
     assert len(hyp.raw_ids) == 1 + 4 and hyp.hit_max_speech_tokens
+    # a speech task's text cap cuts the answer with an eos; the speech still follows
+    hyp = Decoder(model, dict(max_text_tokens=3, max_speech_tokens=4), greedy=True).decode(batches["s2s0"])[0]
+    assert hyp.raw_ids[2] == model.text_ids.eos and hyp.hit_max_text_tokens
+    assert len(hyp.raw_ids) == 3 + 4 and hyp.hit_max_speech_tokens and len(hyp.speech_tokens) > 0
 
 
 @torch.no_grad()

@@ -118,6 +118,17 @@ def test_interleave_schedule_is_six_text_eighteen_speech():
     assert seen == "t" * 6 + "s" * 18 + "t" * 3 + "s" * (62 - 18)
 
 
+def test_text_cap_of_a_speech_task_forces_the_eos_then_speech_follows():
+    conf = DecodeConfig(max_text_tokens=3, max_speech_tokens=100)
+    st = PhaseState.start("text_speech", 10_000)
+    flags = []
+    for tok in [1, 1, 9]:
+        flags.append(st.must_end_text(conf))
+        st.advance(tok, eos=9, marker=0, conf=conf)
+    assert flags == [False, False, True] and st.phase == "speech"
+    assert not PhaseState.start("text", 10_000).must_end_text(DecodeConfig(max_text_tokens=1))
+
+
 def test_caps_end_the_row_and_flag_the_phase():
     st = PhaseState.start("text_speech", 10_000)
     conf = DecodeConfig(max_text_tokens=100, max_speech_tokens=100, max_total_tokens=5)

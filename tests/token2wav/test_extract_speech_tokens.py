@@ -51,6 +51,7 @@ def write_list(root, n=6):
     lines.insert(2, {"key": "gone", "wav": "wav/gone.wav", "txt": "x", "task": "<TEXT2TOKEN>"})
     (root / "wav/bad.wav").write_bytes(b"RIFF not really")
     lines.insert(4, {"key": "bad", "wav": "wav/bad.wav", "txt": "x", "task": "<TEXT2TOKEN>"})
+    lines[0]["history"] = [{"wav": "wav/u1.wav", "txt": "earlier"}]
     lines.append({"key": "t2t", "txt": "answer", "task": "<TEXT2TEXT>", "extra": {"question": "q"}})
     soundfile.write(root / "wav/long.wav", np.zeros(16000 * 31, dtype=np.float32), 16000)
     lines.append({"key": "long", "wav": "wav/long.wav", "txt": "x", "task": "<TEXT2TOKEN>"})
@@ -101,6 +102,7 @@ def test_raw_list_filled_bad_files_reported_and_resumed(tmp_path, tiny_dir, caps
         assert len(tokens) == -(-int((0.6 + 0.2 * i) * 100) // 4) and len(set(tokens)) > 1
         assert extra["duration"] == pytest.approx(0.6 + 0.2 * i if i % 3 else 1.0)
         assert row["wav"] == str(tmp_path / f"in/wav/u{i}.wav") and row["txt"] == "the color is red"
+    assert rows[0]["history"] == [{"wav": str(tmp_path / "in/wav/u1.wav"), "txt": "earlier"}]
     assert rows[6] == {"key": "t2t", "txt": "answer", "task": "<TEXT2TEXT>", "extra": {"question": "q"}}
     complete = (out / "data.list").read_bytes()
 
@@ -184,3 +186,18 @@ def test_cli_errors_are_one_line(tmp_path, tiny_dir, capsys):
             X.main(argv)
         err = capsys.readouterr().err
         assert stop.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_truncated_tar_keeps_the_samples_before_the_damage(tmp_path, tiny_dir, capsys):
+    data = write_list(tmp_path / "in")
+    shard_list, _ = raw_to_shard(str(data), str(tmp_path / "shards"), per_shard=20)
+    tar = tmp_path / "shards" / "shards_000000000.tar"
+    with tarfile.open(tar) as t:
+        cut = next(m for m in t.getmembers() if m.name == "u3.wav").offset_data + 100
+    tar.write_bytes(tar.read_bytes()[:cut])
+    summary = run(["--model_dir", str(tiny_dir), "--data_type", "shard", "--data", str(shard_list),
+                   "--output", str(tmp_path / "out"), "--threads", "1"], capsys)
+    assert summary["skipped"] == {"bad_audio": 1, "corrupt_tar": 1} and summary["tokenized"] == 3
+    with tarfile.open(tmp_path / "out" / tar.name) as t:
+        assert sorted({m.name.split(".")[0] for m in t.getmembers()}) == ["u0", "u1", "u2"]
+    assert str(tar) in (tmp_path / "out" / "skipped.tsv").read_text()
