@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--output", "--infer_res_path", dest="output", required=True, help="result file (key<TAB>text)")
     ap.add_argument("--cosyvoice_model_path", default=None,
                     help="token2wav model folder: speech outputs are rendered to OUT_wavs/KEY.wav")
+    ap.add_argument("--speaker_prompt_wav", default=None,
+                    help="with --cosyvoice_model_path: the voice to render in (upstream uses its prompt.wav); "
+                         "default: no speaker prompt")
     ap.add_argument("--override", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--device", default=None, help="cuda | npu | cpu | cuda:N (default: detect)")
     ap.add_argument("--gpu_id", type=int, default=None, help="upstream's spelling of --device cuda:N")
@@ -140,14 +143,17 @@ def check_run_signature(args, config_path: str) -> None:
     os.replace(tmp, path)
 
 
-def load_token2wav(path: str, device):
+def load_token2wav(args, device):
+    """(Token2Wav, speaker prompt or None); a missing or broken model folder is one error line."""
+    from osum_echat.token2wav import Token2Wav
+    from osum_echat.token2wav.token2wav import ModelDirError
+
     try:
-        from osum_echat.token2wav import Token2Wav
-    except ImportError:
-        fail("--cosyvoice_model_path: token2wav (osum_echat.token2wav.Token2Wav) is not available in this build")
-    if not os.path.isdir(path):
-        fail(f"--cosyvoice_model_path {path}: no such folder (the CosyVoice-300M-25Hz model)")
-    return Token2Wav.from_dir(path, device=str(device))
+        t2w = Token2Wav.from_dir(args.cosyvoice_model_path, device=device)
+        speaker = t2w.prompt_from_wav(args.speaker_prompt_wav) if args.speaker_prompt_wav else None
+    except (ModelDirError, OSError, ValueError) as e:
+        fail(f"--cosyvoice_model_path {args.cosyvoice_model_path}: {e}")
+    return t2w, speaker
 
 
 def main(argv=None) -> int:
@@ -179,13 +185,13 @@ def main(argv=None) -> int:
     check_run_signature(args, config_path)
     model = load_model(args, config, config_path, tokenizer)
     model.to(device=device, dtype=getattr(torch, args.dtype)).eval()
-    token2wav = load_token2wav(args.cosyvoice_model_path, device) if args.cosyvoice_model_path else None
+    token2wav, speaker = load_token2wav(args, device) if args.cosyvoice_model_path else (None, None)
     if token2wav is None and args.rank == 0:
         print("speech outputs: tokens only (no --cosyvoice_model_path given, nothing rendered)", file=sys.stderr)
     start = time.time()
     counts = decode_part(model, tokenizer, config, args.data_type, args.data, args.output,
                          decoder=Decoder(model, **decode_options_from_args(args)), root=args.root, rank=args.rank,
-                         world_size=args.world_size, num_workers=args.num_workers, token2wav=token2wav,
+                         world_size=args.world_size, num_workers=args.num_workers, token2wav=token2wav, speaker=speaker,
                          fixed_prompt=args.prompt)
     if args.no_merge:
         return 0

@@ -50,6 +50,7 @@ decoding (osum_echat/infer/batch.py, chat):
     the seed, never on how the list is split over processes and workers (`fixed_prompt` instead
     gives every prompted sample that prompt);
   - list samples whose key is in `skip_keys` (already decoded: resume) are passed over;
+  - a list with fewer entries than ranks (one big tar) is shared out sample by sample;
   - each list sample's extra carries DECODE_INFO: {"pos": [list line, index in that line's tar],
     "reference": the list's txt as written (tags kept, whatever think_mode)}.
 """
@@ -189,9 +190,9 @@ class OsumDataset(IterableDataset):
     # ---------------------------------------------------------------- pipeline
     def samples(self):
         """Sample dicts up to (and including) features and augmentation."""
-        entries = self.my_entries()
         if self.mode == "decode":
-            return self.process(self._decode_reads(entries))
+            return self.process(self._decode_reads())
+        entries = self.my_entries()
         return self.process(s for e in entries for s in read_entry(e, self.counter, self.root))
 
     def process(self, stream):
@@ -236,12 +237,22 @@ class OsumDataset(IterableDataset):
                     stream = fn(stream, self._rng(stage), **(conf.get(f"{name}_conf") or {}))
         return stream
 
-    def _decode_reads(self, entries):
-        """Decode mode: list position and raw reference kept, done keys passed over, unknown tags failed."""
-        for entry in entries:
+    def _decode_reads(self):
+        """Decode mode: list position and raw reference kept, done keys passed over, unknown tags
+        failed. With fewer list entries (tars, combine pairs) than ranks, the samples are shared out
+        instead: every rank reads every entry and keeps sample j of entry i when (i + j) % ranks is its own."""
+        rank, world = self._rank_world()
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        order = self.epoch_order()
+        by_sample = len(order) < world
+        for i in (order if by_sample else order[rank::world])[worker::workers]:
+            entry = self.entries[i]
             line = entry.where.rsplit(":", 1)[-1]
             line = int(line) if line.isdigit() else 0
             for j, sample in enumerate(read_entry(entry, self.counter, self.root)):
+                if by_sample and (i + j) % world != rank:
+                    continue
                 key = str(sample.get("key"))
                 if key in self.skip_keys:
                     continue

@@ -207,3 +207,45 @@ def test_decoding_keeps_samples_without_target_only_fields(tmp_path, tiny_tokeni
     assert keys("infer") == ([], {"missing_field": 4})
     kept, skipped = keys("decode")
     assert sorted(kept) == ["s2s", "think", "tts"] and skipped == {"missing_field": 1}
+
+
+def test_speech_outputs_are_rendered_with_token2wav(work, tmp_path):
+    """With a token2wav model: OUT_wavs/KEY.wav at its sample rate, listed in the jsonl, durations in the report."""
+    from osum_echat.bin.token2wav import make_tiny
+    from osum_echat.token2wav import Token2Wav
+
+    w = work
+    rows = [json.dumps({"key": k, "task": t, "txt": x, "extra": e, **({"wav": f"wav/{k}.wav"} if a else {})})
+            for k, t, x, e, a in GOOD if k in ("asr_en", "tts", "s2s")]
+    (w["dir"] / "speech.jsonl").write_text("\n".join(rows) + "\n")
+    t2w = Token2Wav.from_dir(make_tiny(tmp_path / "t2w", onnx=False))
+    out = str(tmp_path / "out/text")
+    report = run(w["model"], w["tokenizer"], w["config"], "raw", str(w["dir"] / "speech.jsonl"), out,
+                 root=str(w["dir"]), decoder=_decoder(w["model"]), token2wav=t2w)
+    records = {r["key"]: r for r in map(json.loads, open(out + ".jsonl"))}
+    assert records["asr_en"]["wav"] is None
+    for key in ("tts", "s2s"):
+        r = records[key]
+        assert r["wav"] == f"{out}_wavs/{key}.wav" and r["speech_tokens"]
+        info = sf.info(r["wav"])
+        assert info.samplerate == t2w.sample_rate == 22050
+        assert r["wav_seconds"] == pytest.approx(info.frames / info.samplerate, abs=1e-3) and r["wav_seconds"] > 0
+    assert report["metrics"]["tts"]["wav_seconds"]["count"] == 1
+    assert report["metrics"]["s2s"]["wav_seconds"]["mean"] == records["s2s"]["wav_seconds"]
+
+
+def test_one_tar_is_shared_out_over_processes(work, tmp_path):
+    """A shard list of one tar still splits: each of 2 processes decodes some of its utterances."""
+    w = work
+    with tarfile.open(tmp_path / "one.tar", "w") as tar:
+        for i in range(4):
+            tar.add(w["dir"] / "wav" / "asr_en.wav", arcname=f"u{i}.wav")
+            (tmp_path / f"u{i}.txt").write_text("hello world")
+            tar.add(tmp_path / f"u{i}.txt", arcname=f"u{i}.txt")
+    (tmp_path / "shards.list").write_text(f"{tmp_path / 'one.tar'}\n")
+    out = str(tmp_path / "out/text")
+    counts = [decode_part(w["model"], w["tokenizer"], w["config"], "shard", str(tmp_path / "shards.list"), out,
+                          decoder=_decoder(w["model"]), rank=r, world_size=2)["decoded"] for r in range(2)]
+    assert counts == [2, 2]
+    report = merge(out, 2)
+    assert report["decoded"] == 4 and [line.split("\t")[0] for line in open(out)] == ["u0", "u1", "u2", "u3"]
