@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_decode_args(ap)
     return ap
 
+<<<<<<< HEAD
 
 def config_path_for(args) -> str:
     if args.config:
@@ -200,6 +201,24 @@ def main(argv=None) -> int:
     n = counts["decoded"] + counts["failed"]
     print(f"summary: {report['decoded']}/{report['listed']} decoded, {sum(report['failed'].values())} failed; "
           f"this run {n} utterances in {time.time() - start:.1f} s ({n / max(counts['seconds'], 1e-9):.2f} utt/s)")
+=======
+    from osum_echat.infer.batch import run
+    from osum_echat.models import load_for_inference
+    from osum_echat.models.checkpoint import CheckpointError
+    from osum_echat.tokenizer import load_tokenizer
+    from osum_echat.train.devices import DeviceError, select_device
+
+    try:
+        device = select_device(args.device)
+        config = load_config(args.config, args.override)
+        tokenizer = load_tokenizer(config["llm_path"])
+        model = load_for_inference(config, args.checkpoint, device, getattr(torch, args.dtype), tokenizer)
+    except (ConfigError, CheckpointError, DeviceError) as e:
+        fail(str(e))
+    summary = run(model, tokenizer, config, args.data_type, args.data, args.output, root=args.root,
+                  decode_options=decode_options_from_args(args), num_workers=args.num_workers)
+    print(summary)
+>>>>>>> main
     return 0
 
 

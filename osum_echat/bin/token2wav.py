@@ -10,6 +10,11 @@ names and shapes of the key manifests (`name<TAB>shape` per line); exit 0 only w
 make-tiny writes a randomly initialised directory in the official layout (cosyvoice.yaml, flow.pt, hift.pt,
 campplus.onnx, speech_tokenizer_v1.onnx) for tests and the demo.
 synth writes a 22,050 Hz float32 wav (16-bit with --pcm16) of 256 * floor(T * 22050 / (25 * 256)) samples.
+
+  python -m osum_echat.bin.token2wav save-prompt --model_dir DIR --prompt_wav W --out P
+
+save-prompt runs the ONNX front-end once and writes P/prompt_mel.npy (frames, 80), P/prompt_tokens.npy
+(n,) and P/spk_embedding.npy (192,), which `synth --prompt_dir P` reads (a fixed voice with no ONNX run).
 """
 from __future__ import annotations
 
@@ -153,6 +158,28 @@ def synth(args) -> int:
     return 0
 
 
+def save_prompt(args) -> int:
+    """save-prompt: a prompt wav -> the three .npy files of a SpeakerPrompt (ONNX front-end only)."""
+    from osum_echat.token2wav.config import load_hyperpyyaml_inert
+    from osum_echat.token2wav.frontend import Frontend, MelConfig
+
+    yaml_path = Path(args.model_dir) / CONFIG_FILE
+    feat = load_hyperpyyaml_inert(yaml_path).get("feat_extractor") if yaml_path.is_file() else None
+    prompt = Frontend(args.model_dir, mel=MelConfig.from_dict(getattr(feat, "kwargs", None) or {}))\
+        .prompt_from_wav(args.prompt_wav)
+    out = prompt.save(args.out)
+    print(f"wrote {out}: prompt_mel {prompt.prompt_mel.shape}, prompt_tokens ({prompt.prompt_tokens.size},), "
+          f"spk_embedding ({prompt.spk_embedding.size},)")
+    return 0
+
+
+def add_save_prompt_parser(sub) -> None:
+    sp = sub.add_parser("save-prompt", help="prompt wav -> prompt_mel.npy, prompt_tokens.npy, spk_embedding.npy")
+    sp.add_argument("--model_dir", required=True, help="holds campplus.onnx and speech_tokenizer_v1.onnx")
+    sp.add_argument("--prompt_wav", required=True, help="speaker prompt audio (<= 30 s)")
+    sp.add_argument("--out", required=True, help="output folder (what synth --prompt_dir reads)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m osum_echat.bin.token2wav", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -179,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--first_chunk", type=int, default=None, help="--stream: tokens before the first packet")
     sy.add_argument("--hop", type=int, default=None, help="--stream: tokens per later packet")
     sy.add_argument("--seed", type=int, default=None, help="seed the noise (reproducible noisy renders)")
+    add_save_prompt_parser(sub)
     return ap
 
 
@@ -197,6 +225,8 @@ def main(argv=None) -> int:
             out = make_tiny(args.dir, args.seed)
             print(f"wrote tiny token2wav directory {out}")
             return 0
+        if args.cmd == "save-prompt":
+            return save_prompt(args)
         return synth(args)
     except (ValueError, FileNotFoundError, Token2WavConfigError, ModelDirError) as e:
         print(f"error: {e}", file=sys.stderr)
