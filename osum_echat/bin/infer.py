@@ -54,7 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_decode_args(ap)
     return ap
 
-<<<<<<< HEAD
 
 def config_path_for(args) -> str:
     if args.config:
@@ -95,25 +94,24 @@ def load_setup(args, config_path: str):
         fail(str(e))
 
 
-def load_model(args, config: dict, config_path: str, tokenizer):
-    """The model with the checkpoint's weights; a checkpoint that does not fit is one error line
-    naming both files and the fix."""
-    from osum_echat.models import build_model
-    from osum_echat.models.checkpoint import CheckpointError, load_checkpoint
+def load_model(args, config: dict, config_path: str, tokenizer, device):
+    """The model with the checkpoint's weights, for decoding; a checkpoint that does not fit is one
+    error line naming both files and the fix."""
+    import torch
+
+    from osum_echat.models import load_for_inference
+    from osum_echat.models.checkpoint import CheckpointError
 
     try:
-        model = build_model(config, device="cpu", tokenizer=tokenizer)
+        return load_for_inference(config, args.checkpoint, device, getattr(torch, args.dtype), tokenizer)
     except ConfigError as e:
         fail(str(e))
-    try:
-        load_checkpoint(model, args.checkpoint, strict=True)
     except CheckpointError as e:
         first = str(e).splitlines()[1] if "\n" in str(e) else str(e)
         beside = Path(args.checkpoint).parent / "train.yaml"
         fix = (f"use the config it was trained with: drop --config to use {beside}" if beside.is_file()
                else "pass --config with the config it was trained with")
         fail(f"checkpoint {args.checkpoint} does not fit config {config_path} ({first}); {fix}")
-    return model
 
 
 # options that do not change what an utterance decodes to (a rerun may change them and resume)
@@ -172,8 +170,6 @@ def main(argv=None) -> int:
         fail(f"data list '{args.data}' not found")
     if not args.checkpoint or not os.path.isfile(args.checkpoint):
         fail(f"checkpoint '{args.checkpoint}' not found")
-    import torch
-
     from osum_echat.generation.decode import Decoder
     from osum_echat.infer.batch import decode_part
     from osum_echat.train.devices import DeviceError, select_device
@@ -184,8 +180,7 @@ def main(argv=None) -> int:
         fail(str(e))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     check_run_signature(args, config_path)
-    model = load_model(args, config, config_path, tokenizer)
-    model.to(device=device, dtype=getattr(torch, args.dtype)).eval()
+    model = load_model(args, config, config_path, tokenizer, device)
     token2wav, speaker = load_token2wav(args, device) if args.cosyvoice_model_path else (None, None)
     if token2wav is None and args.rank == 0:
         print("speech outputs: tokens only (no --cosyvoice_model_path given, nothing rendered)", file=sys.stderr)
@@ -201,24 +196,6 @@ def main(argv=None) -> int:
     n = counts["decoded"] + counts["failed"]
     print(f"summary: {report['decoded']}/{report['listed']} decoded, {sum(report['failed'].values())} failed; "
           f"this run {n} utterances in {time.time() - start:.1f} s ({n / max(counts['seconds'], 1e-9):.2f} utt/s)")
-=======
-    from osum_echat.infer.batch import run
-    from osum_echat.models import load_for_inference
-    from osum_echat.models.checkpoint import CheckpointError
-    from osum_echat.tokenizer import load_tokenizer
-    from osum_echat.train.devices import DeviceError, select_device
-
-    try:
-        device = select_device(args.device)
-        config = load_config(args.config, args.override)
-        tokenizer = load_tokenizer(config["llm_path"])
-        model = load_for_inference(config, args.checkpoint, device, getattr(torch, args.dtype), tokenizer)
-    except (ConfigError, CheckpointError, DeviceError) as e:
-        fail(str(e))
-    summary = run(model, tokenizer, config, args.data_type, args.data, args.output, root=args.root,
-                  decode_options=decode_options_from_args(args), num_workers=args.num_workers)
-    print(summary)
->>>>>>> main
     return 0
 
 
