@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from osum_echat.models.checkpoint import CheckpointError, average_state_dicts, save_checkpoint
@@ -44,12 +45,14 @@ def main(argv=None) -> int:
     ap.add_argument("--dst_model", required=True)
     ap.add_argument("--num", type=int, default=5)
     ap.add_argument("--val_best", action="store_true")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                    help="dtype of the averaged weights (default: as stored)")
     args = ap.parse_args(argv)
     try:
         paths = pick(Path(args.src_path), args.num, args.val_best, Path(args.dst_model))
         for p in paths:
             print(f"averaging {p}")
-        save_checkpoint(average_state_dicts(paths), args.dst_model)
+        save_checkpoint(average_state_dicts(paths, getattr(torch, args.dtype) if args.dtype else None), args.dst_model)
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@
       --data_type shard --data data/shards.list [--root DIR] --output losses.jsonl
 
 Batch size 1, no augmentation, no shuffling, no random task conversion, no
-length filtering; the model in eval mode, float32, on CPU. One JSON line per
+length filtering; the model in eval mode, on CPU, float32 unless --dtype says otherwise. One JSON line per
 utterance, in input order:
   {"key", "task", "output_type", "loss", "num_target_tokens"}
 num_target_tokens counts the positions in the loss. With
@@ -26,7 +26,8 @@ import torch
 
 from osum_echat.config import ConfigError, load_config
 from osum_echat.data.dataset import one_by_one_config
-from osum_echat.models.checkpoint import CheckpointError, load_checkpoint
+from osum_echat.models.build import add_dtype_arg
+from osum_echat.models.checkpoint import CheckpointError
 
 
 _TURN_SUFFIX = re.compile(r"#turn\d+$")  # how the data pipeline names expanded prefixes
@@ -59,20 +60,21 @@ def main(argv=None) -> int:
     ap.add_argument("--output", required=True)
     ap.add_argument("--allow_partial", action="store_true",
                     help="go on when the checkpoint does not cover the whole model")
+    add_dtype_arg(ap, help_extra=" (float32 reproduces the fidelity numbers)")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     try:
         from osum_echat.data.dataset import build_dataset
-        from osum_echat.models import build_model
+        from osum_echat.models import load_model
         from osum_echat.tokenizer import load_tokenizer
 
         config = one_by_one_config(load_config(args.config))
         tokenizer = load_tokenizer(config["llm_path"])
-        model = build_model(config, device="cpu", tokenizer=tokenizer)
-        report = load_checkpoint(model, args.checkpoint, strict=not args.allow_partial)
+        model, report = load_model(config, args.checkpoint, "cpu", args.dtype, tokenizer,
+                                   strict=not args.allow_partial)
         if not report.ok:
             print(f"warning: partial load of {args.checkpoint}:\n{report.summary()}", file=sys.stderr)
-        model.float().eval()
+        model.eval()
         dataset = build_dataset(config, args.data_type, args.data, tokenizer, root=args.root, mode="infer")
     except (ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
 from osum_echat.config import ConfigError, load_config
+from osum_echat.models.build import DTYPES
 from osum_echat.models.checkpoint import (CheckpointError, compare_keys, read_key_table,
                                           read_state_dict, save_checkpoint, to_model_names)
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def model_shapes(config: dict) -> dict:
@@ -57,10 +55,12 @@ def convert(config: dict, src: str, dst: str, dtype: str | None) -> int:
     return 0 if report.ok else 1
 
 
-def from_whisper(config: dict, src: str, dst: str) -> int:
+def from_whisper(config: dict, src: str, dst: str, dtype: str | None) -> int:
     from osum_echat.models.whisper_encoder import build_whisper_encoder, load_whisper_weights
     encoder = build_whisper_encoder(config.get("input_dim", 80), config["encoder_conf"])
     load_whisper_weights(encoder, src)
+    if dtype:
+        encoder.to(DTYPES[dtype])
     save_checkpoint({f"encoder.{k}": v for k, v in encoder.state_dict().items()}, dst)
     print(f"wrote {dst}: encoder initialised from {src}")
     return 0
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--input", help="checkpoint to convert")
     ap.add_argument("--whisper", help="openai-whisper checkpoint to turn into an encoder init")
     ap.add_argument("--output")
-    ap.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating entries when converting")
+    ap.add_argument("--dtype", choices=sorted(DTYPES), help="cast floating entries of the output (default: as stored)")
     args = ap.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         if args.input:
             return convert(config, args.input, args.output, args.dtype)
         if args.whisper:
-            return from_whisper(config, args.whisper, args.output)
+            return from_whisper(config, args.whisper, args.output, args.dtype)
         ap.error("give --check_keys, --input or --whisper")
     except (ConfigError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from osum_echat.infer.batch import run
-    from osum_echat.models import build_model
-    from osum_echat.models.checkpoint import CheckpointError, load_checkpoint
+    from osum_echat.models import load_for_inference
+    from osum_echat.models.checkpoint import CheckpointError
     from osum_echat.tokenizer import load_tokenizer
     from osum_echat.train.devices import DeviceError, select_device
 
@@ -44,11 +44,9 @@ def main(argv=None) -> int:
         device = select_device(args.device)
         config = load_config(args.config, args.override)
         tokenizer = load_tokenizer(config["llm_path"])
-        model = build_model(config, device="cpu", tokenizer=tokenizer)
-        load_checkpoint(model, args.checkpoint, strict=True)
+        model = load_for_inference(config, args.checkpoint, device, getattr(torch, args.dtype), tokenizer)
     except (ConfigError, CheckpointError, DeviceError) as e:
         fail(str(e))
-    model.to(device=device, dtype=getattr(torch, args.dtype)).eval()
     summary = run(model, tokenizer, config, args.data_type, args.data, args.output, root=args.root,
                   decode_options=decode_options_from_args(args), num_workers=args.num_workers)
     print(summary)

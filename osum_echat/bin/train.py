@@ -64,6 +64,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--ddp.dist_backend", dest="dist_backend", default=None,
                    choices=["nccl", "gloo", "hccl"], help="default: from the device")
     p.add_argument("--use_amp", action="store_true", help="bf16 autocast where supported")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="dtype the model is built/loaded in: float32 (with --use_amp or DeepSpeed "
+                        "bf16 for mixed precision) or bfloat16 (pure bf16, e.g. the 24 GB LoRA recipe)")
     p.add_argument("--timeout", type=int, default=1800, help="collective timeout, seconds")
     p.add_argument("--local_rank", type=int, default=-1, help="set by the deepspeed launcher")
     p.add_argument("--deepspeed", action="store_true", help="(upstream; same as --train_engine deepspeed)")
@@ -140,11 +143,16 @@ def build_optimizer(model, config):
     return classes[name](params, **conf)
 
 
-def load_initial_weights(model, path: str) -> None:
+def initial_model(config, tokenizer, path: str | None, dtype: torch.dtype):
+    """The model from `path` (lean load: no throw-away random init; partial
+    checkpoints are completed by a full build), else freshly initialised."""
+    from osum_echat.models import build_model, load_model
+    if path is None:
+        return build_model(config, "cpu", tokenizer, llm_dtype=dtype).to(dtype)
     if not os.path.isfile(path):
         fail(f"--checkpoint {path}: file not found")
-    from osum_echat.models.checkpoint import load_checkpoint
-    load_checkpoint(model, path)
+    model, _ = load_model(config, path, "cpu", dtype, tokenizer, strict=False)
+    return model
 
 
 def step_of(checkpoint: str) -> int:
@@ -194,14 +202,14 @@ def build_loaders(args, config, tokenizer):
 
 def build(args, config, engine_name, device):
     """Tokenizer, data (lists are checked before the model is built), model, engine."""
-    from osum_echat.models import build_model
     from osum_echat.tokenizer import load_tokenizer
     tokenizer = load_tokenizer(config["llm_path"])
     train_dataset, train_loader, cv_loader = build_loaders(args, config, tokenizer)
-    model = build_model(config, "cpu", tokenizer)
-    resuming = not args.no_resume and ckpt_io.latest_checkpoint(args.model_dir) is not None
-    if args.checkpoint and not resuming:
-        load_initial_weights(model, args.checkpoint)
+    latest = None if args.no_resume else ckpt_io.latest_checkpoint(args.model_dir)
+    resuming = latest is not None
+    # resuming: start from the checkpoint's own weights (the engine then restores the rest)
+    init = (latest["model"] if os.path.isfile(latest["model"]) else None) if resuming else args.checkpoint
+    model = initial_model(config, tokenizer, init, getattr(torch, args.dtype))
     freeze(model, config.get("fire_module", "link_and_encoder"))
     model.to(device)
     optimizer = build_optimizer(model, config)
@@ -212,7 +220,7 @@ def build(args, config, engine_name, device):
     config.setdefault("train_conf", {}).update(
         train_engine=engine.name, world_size=int(os.environ.get("WORLD_SIZE", "1")),
         use_amp=args.use_amp, save_states=args.save_states, data_type=args.data_type,
-        checkpoint=args.checkpoint, device=device.type)
+        checkpoint=args.checkpoint, device=device.type, dtype=args.dtype)
     save_resolved_config(config, args.model_dir)
     return engine, train_dataset, train_loader, cv_loader, resuming
 

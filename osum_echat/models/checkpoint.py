@@ -168,21 +168,23 @@ def read_key_table(path: str | os.PathLike) -> Dict[str, tuple]:
     return shapes
 
 
-def average_state_dicts(paths: list) -> Dict[str, torch.Tensor]:
-    """Element-wise mean of checkpoints (float32 accumulation, original dtypes kept)."""
+def average_state_dicts(paths: list, dtype: Optional[torch.dtype] = None) -> Dict[str, torch.Tensor]:
+    """Element-wise mean of checkpoints, one entry at a time (float32
+    accumulation over memory-mapped files, so the peak is the output plus one
+    entry); floating entries come out in `dtype` (default: as stored)."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
-    total: Optional[dict] = None
-    dtypes = {}
-    for p in paths:
-        state = read_state_dict(p)
-        if total is None:
-            total = {k: v.float().clone() if v.is_floating_point() else v.clone() for k, v in state.items()}
-            dtypes = {k: v.dtype for k, v in state.items()}
-            continue
-        if set(state) != set(total):
+    states = [read_state_dict(p) for p in paths]
+    for p, state in zip(paths[1:], states[1:]):
+        if set(state) != set(states[0]):
             raise CheckpointError(f"{p}: keys differ from {paths[0]}; cannot average")
-        for k, v in state.items():
-            if v.is_floating_point():
-                total[k] += v.float()
-    return {k: (v / len(paths)).to(dtypes[k]) if v.is_floating_point() else v for k, v in total.items()}
+    out = {}
+    for k, first in states[0].items():
+        if not first.is_floating_point():
+            out[k] = first.clone()
+            continue
+        total = first.float().clone()
+        for state in states[1:]:
+            total += state[k].float()
+        out[k] = (total / len(paths)).to(dtype or first.dtype)
+    return out

@@ -94,10 +94,9 @@ class OsumEChat(nn.Module):
         self.ln_speech = nn.LayerNorm(encoder_dim)  # upstream: in the checkpoint, unused
         self.speech_transformer = build_adapter_transformer(encoder_dim) if adapter_type == "osum_echat" else None
         self.llama_model = llm
-        self.lora = lora is not None
-        if self.lora:
-            from peft import LoraConfig, TaskType, get_peft_model
-            self.llama_model = get_peft_model(llm, LoraConfig(task_type=TaskType.CAUSAL_LM, **lora))
+        self.lora = False
+        if lora is not None:
+            self.add_lora(lora)
         if adapter_type == "osum_echat":
             self.down_sample_2 = build_downsampler(downsample_rate, encoder_dim)
             self.speech_llama_proj = nn.Linear(encoder_dim, hidden)
@@ -120,6 +119,13 @@ class OsumEChat(nn.Module):
         self._text_cache: dict = {}
 
     # ---------------------------------------------------------------- setup
+    def add_lora(self, lora: dict) -> None:
+        """Wrap the LLM in PEFT LoRA (which freezes the base LLM). The wrapper
+        keeps the `llama_model` slot, so state-dict order is unchanged."""
+        from peft import LoraConfig, TaskType, get_peft_model
+        self.llama_model = get_peft_model(self.llama_model, LoraConfig(task_type=TaskType.CAUSAL_LM, **lora))
+        self.lora = True
+
     def base_llm(self):
         """The Qwen2ForCausalLM (under the LoRA wrapper when there is one)."""
         return self.llama_model.get_base_model() if self.lora else self.llama_model
@@ -331,52 +337,3 @@ class OsumEChat(nn.Module):
                               chunk_size=self.loss_chunk_size)
         result["output_type"] = spec.output_type
         return result
-
-
-# ------------------------------------------------------------------ builder
-def _has_weights(path) -> bool:
-    return any(path.glob("*.safetensors")) or any(path.glob("pytorch_model*.bin"))
-
-
-def build_llm(llm_path: str, device="cpu", dtype: Optional[torch.dtype] = None):
-    """Qwen2ForCausalLM from `llm_path`: its weights when the folder has them
-    (and device is real), else random init from config.json as upstream."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from osum_echat.config import check_llm_path
-
-    path = check_llm_path(llm_path, need_tokenizer=False)
-    dtype = dtype or torch.float32
-    if str(device) != "meta" and _has_weights(path):
-        return AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype).to(device)
-    config = AutoConfig.from_pretrained(str(path))
-    with torch.device(device):
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
-
-
-def build_model(config: dict, device="cpu", tokenizer=None, llm_dtype: Optional[torch.dtype] = None) -> OsumEChat:
-    """The model from an upstream-schema config dict. device "meta" builds
-    shapes only (no tokenizer, no memory)."""
-    if config.get("encoder", "transformer") != "transformer":
-        raise ValueError(f"encoder: {config.get('encoder')!r} is not supported; use 'transformer'")
-    enc_conf = config["encoder_conf"]
-    lora = None
-    if config.get("use_lora", False):
-        lora = dict(r=config.get("lora_rank", 8), lora_alpha=config.get("lora_alpha", 32),
-                    lora_dropout=config.get("lora_dropout", 0.1),
-                    target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"])
-    llm = build_llm(config["llm_path"], device, llm_dtype)
-    with torch.device(device):
-        encoder = build_whisper_encoder(config.get("input_dim", 80), enc_conf)
-        model = OsumEChat(encoder, llm, encoder_dim=enc_conf["output_size"],
-                          speech_token_num=config.get("speech_token_num", 0),
-                          downsample_rate=config.get("downsample_rate", 1),
-                          adapter_type=config.get("adapter_type", "osum_echat"), lora=lora)
-    if config.get("llm_gradient_checkpointing", False):
-        model.enable_llm_gradient_checkpointing()
-    if str(device) != "meta":
-        if tokenizer is None:
-            from osum_echat.tokenizer import load_tokenizer
-            tokenizer = load_tokenizer(config["llm_path"])
-        model.set_tokenizer(tokenizer)
-    return model

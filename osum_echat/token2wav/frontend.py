@@ -182,6 +182,8 @@ class Frontend:
 
     def prompt_from_wav(self, path) -> SpeakerPrompt:
         """The SpeakerPrompt of an audio file, computed once per (path, size, mtime)."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: prompt audio does not exist")
         stat = os.stat(path)
         key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
         if key not in self._cache:

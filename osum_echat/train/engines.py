@@ -138,7 +138,7 @@ class Engine:
 
     def load(self, ckpt: dict) -> bool:
         """Restore model (+ optimizer/scheduler when saved); True if the full state came back."""
-        state = torch.load(ckpt["model"], map_location="cpu", weights_only=True)
+        state = torch.load(ckpt["model"], map_location="cpu", weights_only=True, mmap=True)
         self.module.load_state_dict(state)
         if not os.path.exists(ckpt["state"]):
             return False
@@ -226,7 +226,7 @@ class DeepSpeedEngine(Engine):
         if os.path.isdir(ckpt["ds_dir"]):
             self.model.load_checkpoint(os.path.dirname(ckpt["ds_dir"]), tag=ckpt["tag"])
             return True
-        state = torch.load(ckpt["model"], map_location="cpu", weights_only=True)
+        state = torch.load(ckpt["model"], map_location="cpu", weights_only=True, mmap=True)
         self.module.load_state_dict(state)
         return False
 
