@@ -25,18 +25,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 
-def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def measure(mode: str, config: str, a: str, b: str, t2w) -> dict:
     """Runs in a fresh process: load as `mode`, report RSS and weight bytes."""
     import torch
     torch.set_num_threads(1)
+    from bench_dataloader import rss_mb  # noqa: E402 (bench/ is on sys.path: this script's folder)
     from osum_echat.infer.runtime import ChatPipeline
 
     base = rss_mb()
