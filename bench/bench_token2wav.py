@@ -171,7 +171,7 @@ def sweep(t2w: Token2Wav, cfg, sizes, seconds):
     print(f"streamed vs whole, {n} tokens, deterministic; two whole renders with different noise seeds differ by "
           f"log-mel L1 {log_mel_l1(seeds[0], seeds[1]):.4f}")
     for size in sizes:
-        conf = StreamConfig(first_chunk=size)
+        conf = StreamConfig(first_chunk=size, overlap=min(StreamConfig.overlap, size - 1))
         first, total, wav = first_packet(t2w, tokens, conf)
         first_len = wav.numel() if size >= n else None
         head = t2w.num_samples(min(size, n))
