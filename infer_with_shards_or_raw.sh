@@ -87,9 +87,11 @@ watcher=$!
 failed=()
 for ((i = 0; i < procs; i++)); do wait "${pids[$i]}" || failed+=("$i"); done
 touch "$split_dir/.done"; wait "$watcher" || true
-# the first length-cap warning of the processes, once (every hit is counted in the report)
-cap=$(grep -h -m1 "cap; the output is cut" "$split_dir"/log.* 2>/dev/null | head -n 1 || true)
-[ -z "$cap" ] || echo "warning: ${cap#*WARNING osum_echat.infer: }"
+# the first warning of each length cap the processes hit, once (every hit is counted in the report)
+for cap in max_text_tokens max_speech_tokens; do
+  line=$(grep -h -m1 "the $cap cap; the output is cut" "$split_dir"/log.* 2>/dev/null | head -n 1 || true)
+  [ -z "$line" ] || echo "warning: ${line#*WARNING osum_echat.infer: }"
+done
 if [ ${#failed[@]} -gt 0 ]; then
   last=""
   for i in "${failed[@]}"; do  # one line per distinct error (a config error stops every process alike)
