@@ -113,6 +113,18 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   [ -n "$max_steps" ] && args+=(--max_steps "$max_steps")
   [ -n "$dtype" ] && args+=(--dtype "$dtype")
   for item in $override; do args+=(--override_config "$item"); done
+  # One check of the config, model files and data lists before any process starts (no DeepSpeed
+  # import): a mistake is one line and a non-zero exit, not a traceback per rank.
+  check=(--config "$config" --device "$device" --data_type "$data_type")
+  for d in s2t t2s s2s t2t; do
+    if [ -s "$dir/data/$d.list" ]; then check+=(--data "$dir/data/$d.list"); fi
+  done
+  check+=(--data "${cv_data:-$dir/data/cv.list}")
+  if [ -n "$data_root" ]; then check+=(--data_root "$data_root"); fi
+  if [ -n "$checkpoint" ]; then check+=(--checkpoint "$checkpoint"); fi
+  if [ "$train_engine" = deepspeed ]; then check+=(--deepspeed_config "$deepspeed_config"); fi
+  for item in $override; do check+=(--override "$item"); done
+  "$PYTHON" -m osum_echat.bin.check_config "${check[@]}" || exit 1
   export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
   export HCCL_CONNECT_TIMEOUT=${HCCL_CONNECT_TIMEOUT:-1200}
   if [ "$num_nodes" -eq 1 ] && [ "$nproc_per_node" -eq 1 ] && [ "$train_engine" != deepspeed ]; then

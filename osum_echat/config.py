@@ -1,9 +1,10 @@
 """Load and validate OSUM-EChat YAML configs.
 
 Configs use upstream's `conf/ct_config.yaml` schema unchanged, so an upstream config loads as is.
-Every top-level key is checked against `TOP_LEVEL` (name -> expected type); a few nested keys whose
-type matters are checked against `NESTED`. Mistakes raise `ConfigError` naming the file, the key and
-what is expected, before any model or dataset is built.
+Every key at every depth is checked against `config_schema.SCHEMA` (name -> expected type, or the
+schema of a nested mapping): a mistyped key anywhere is a `ConfigError` naming the file, the full key
+path and the closest known key; keys and values upstream has but this project does not implement are
+refused with the reason. All of it before any model or dataset is built.
 
     cfg = load_config("conf/tiny_ct_config.yaml", ["dataset_conf.batch_conf.batch_size=4"])
 """
@@ -21,74 +22,9 @@ class ConfigError(ValueError):
     """A config file, key or referenced file is wrong; the message says which and what to do."""
 
 
-NUM = (int, float)
-# Upstream ct_config.yaml keys, plus the few this project adds (marked "added").
-TOP_LEVEL: dict[str, tuple[type, ...]] = {
-    "model": (str,),
-    "llm_path": (str,),
-    "downsample_rate": (int,),
-    "adapter_type": (str,),
-    "if_instruct": (bool,),
-    "input_dim": (int,),
-    "tokenizer": (str,),
-    "tokenizer_conf": (dict,),
-    "use_lora": (bool,),
-    "lora_alpha": NUM,
-    "lora_rank": (int,),
-    "lora_dropout": NUM,
-    "speech_token_num": (int,),
-    "fire_module": (str,),
-    "grad_clip": NUM,
-    "accum_grad": (int,),
-    "log_interval": (int,),
-    "save_interval": (int,),
-    "max_epoch": (int,),
-    "init_step": (bool, int),
-    "optim": (str,),
-    "optim_conf": (dict,),
-    "scheduler": (str,),
-    "scheduler_conf": (dict,),
-    "dataset": (str,),
-    "dataset_conf": (dict,),
-    "encoder": (str,),
-    "encoder_conf": (dict,),
-    "data_for_showing": (dict, list, str, type(None)),
-    # added by this project
-    "seed": (int,),  # added: base seed of every random generator
-    "device": (str,),  # added: cuda | npu | cpu; empty = detect
-    "think_mode": (str,),  # added: "tag" or "language" chain-of-thought wrapping
-    "max_steps": (int,),  # added: stop after this many optimizer steps (demo, smoke runs)
-    "keep_checkpoint_max": (int,),  # added: newest N step checkpoints kept
-    "train_conf": (dict,),  # added: trainer options not in upstream's schema
-    "llm_gradient_checkpointing": (bool,),  # added: recompute LLM layers in backward
-}
+from .config_schema import ANY, CHOICES, NOT_SUPPORTED, SCHEMA, UNSUPPORTED_VALUES, known_paths
 
-NESTED: dict[str, tuple[type, ...]] = {
-    "dataset_conf.batch_conf.batch_size": (int,),
-    "dataset_conf.batch_conf.batch_type": (str,),
-    "dataset_conf.batch_conf.max_frames_in_batch": (int,),
-    "dataset_conf.batch_conf.max_seq_in_batch": (int,),
-    "dataset_conf.speech_token_num": (int,),
-    "dataset_conf.prompt_conf_path": (str,),
-    "dataset_conf.shuffle": (bool,),
-    "dataset_conf.sort": (bool,),
-    "optim_conf.lr": NUM,
-    "optim_conf.weight_decay": NUM,
-    "optim_conf.eps": NUM,
-    "scheduler_conf.warmup_steps": NUM,
-    "encoder_conf.output_size": (int,),
-    "encoder_conf.attention_heads": (int,),
-    "encoder_conf.linear_units": (int,),
-    "encoder_conf.num_blocks": (int,),
-    "encoder_conf.gradient_checkpointing": (bool,),
-}
-
-CHOICES: dict[str, tuple[str, ...]] = {
-    "fire_module": ("link", "encoder", "llm", "link_and_encoder", "link_and_encoder_and_lora",
-                    "link_and_lora"),
-    "adapter_type": ("osum_echat", "osum_echat2"),
-    "think_mode": ("tag", "language"),
-}
+TOP_LEVEL = SCHEMA  # top-level keys (name -> expected type, or the schema of a mapping)
 
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] | None = None) -> dict[str, Any]:
@@ -125,18 +61,49 @@ def apply_override(cfg: dict, item: str, source: str = "command line") -> None:
 
 
 def validate(cfg: dict, source: str) -> None:
-    for key, value in cfg.items():
-        if key not in TOP_LEVEL:
-            raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key, TOP_LEVEL)}; "
-                              f"known keys are upstream's ct_config.yaml keys (see osum_echat/config.py)")
-        cfg[key] = _check_type(source, key, value, TOP_LEVEL[key])
-    for dotted, types in NESTED.items():
-        parent, found, value = _lookup(cfg, dotted)
-        if found:
-            parent[dotted.rsplit(".", 1)[1]] = _check_type(source, dotted, value, types)
-    for key, choices in CHOICES.items():
-        if key in cfg and cfg[key] not in choices:
-            raise ConfigError(f"{source}: key '{key}' is '{cfg[key]}', expected one of {', '.join(choices)}")
+    """Every key, at every depth, against config_schema.SCHEMA; then the choices and unsupported values."""
+    _validate_mapping(cfg, SCHEMA, "", source)
+    for dotted, choices in CHOICES.items():
+        _, found, value = _lookup(cfg, dotted)
+        if found and value not in choices:
+            raise ConfigError(f"{source}: key '{dotted}' is {value!r}, expected one of {', '.join(choices)}")
+    for dotted, (bad, why) in UNSUPPORTED_VALUES.items():
+        _, found, value = _lookup(cfg, dotted)
+        if found and value == bad:
+            raise ConfigError(f"{source}: key '{dotted}: {value!r}' is {why}")
+
+
+def _validate_mapping(node: dict, schema: dict, prefix: str, source: str) -> None:
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        if path in NOT_SUPPORTED:
+            raise ConfigError(f"{source}: key '{path}': {NOT_SUPPORTED[path]}")
+        if key not in schema:
+            raise ConfigError(f"{source}: unknown key '{path}'{_suggest_path(path, schema, prefix)}; "
+                              f"the known keys are upstream's ct_config.yaml schema (osum_echat/config_schema.py)")
+        sub = schema[key]
+        if isinstance(sub, dict):
+            if value is None:
+                continue
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: key '{path}' is {value!r} ({type(value).__name__}), expected a mapping")
+            _validate_mapping(value, sub, path + ".", source)
+        elif sub is not ANY:
+            node[key] = _check_type(source, path, value, sub)
+
+
+def _suggest_path(path: str, schema: dict, prefix: str) -> str:
+    """The closest key beside it, else the known key path ending most like it (a key in the wrong mapping)."""
+    leaf = path.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(leaf, list(schema), n=1)
+    if close:
+        return f" (did you mean '{prefix}{close[0]}'?)"
+    paths = known_paths()
+    close = difflib.get_close_matches(leaf, [p.rsplit(".", 1)[-1] for p in paths], n=1, cutoff=0.8)
+    if close:
+        where = next(p for p in paths if p.rsplit(".", 1)[-1] == close[0])
+        return f" (did you mean '{where}'?)"
+    return ""
 
 
 def _check_type(source: str, key: str, value: Any, types: tuple[type, ...]) -> Any:
@@ -197,19 +164,36 @@ def check_llm_path(llm_path: str, need_tokenizer: bool = True, base: str | None 
     """
     path = resolve_path(llm_path, base)
     if not path.is_dir():
-        cached = _hf_cache_dir(str(llm_path))
+        cached = _hf_cache_dir(str(llm_path)) if _looks_like_hub_id(str(llm_path)) else None
         if cached is None:
-            raise ConfigError(
-                f"llm_path '{llm_path}': no such local directory and not in the Hugging Face cache; "
-                f"download it (huggingface-cli download {llm_path} --local-dir DIR) and set llm_path to DIR")
+            raise ConfigError(f"llm_path '{llm_path}': {_missing_llm_hint(str(llm_path), base)}")
         path = cached
     if not (path / "config.json").is_file():
         raise ConfigError(f"llm_path '{path}': config.json is missing; it must hold a Hugging Face Qwen2 model")
     if need_tokenizer and not any(all((path / f).is_file() for f in group) for group in TOKENIZER_FILES):
         raise ConfigError(
-            f"llm_path '{path}': no tokenizer files (tokenizer.json, or vocab.json + merges.txt); "
-            f"download the full model into it (see conf/qwen2.5-3b-instruct/README.md)")
+            f"llm_path '{path}': no tokenizer files (tokenizer.json, or vocab.json + merges.txt); write the "
+            f"Qwen2.5 tokenizer into it offline: python -m osum_echat.tools.qwen_tokenizer --out {path} "
+            f"(see conf/qwen2.5-3b-instruct/README.md)")
     return path
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    """"Qwen/Qwen2.5-3B-Instruct": one slash, no leading ./ ~ /, and no local folder named like its owner."""
+    if name.count("/") != 1 or name.startswith((".", "/", "~")) or name.endswith("/"):
+        return False
+    return not Path(name.split("/", 1)[0]).is_dir()
+
+
+def _missing_llm_hint(name: str, base: str | None) -> str:
+    if _looks_like_hub_id(name):
+        return (f"no such local directory and not in the Hugging Face cache; download it "
+                f"(huggingface-cli download {name} --local-dir DIR) and set llm_path to DIR")
+    where = "" if os.path.isabs(os.path.expanduser(name)) else \
+        " (relative paths are taken from the working directory" + (f", then {base})" if base else ")")
+    return (f"no such local directory{where}; set llm_path to the folder that holds the Qwen2 model's "
+            f"config.json and tokenizer (conf/qwen2.5-3b-instruct for the full size, after tools/install.sh), "
+            f"or create that folder")
 
 
 def _hf_cache_dir(repo_id: str) -> Path | None:

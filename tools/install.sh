@@ -39,4 +39,14 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     echo "[install] note: install espeak-ng (e.g. sudo apt-get install espeak-ng) to run the demo recipe"
   fi
 fi
+# Chromium (Debian package) drives the web demo's browser test through playwright; optional otherwise.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[install] chromium (web demo browser test) ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "[install] warning: could not install chromium; the browser test will skip"
+  else
+    echo "[install] note: install chromium (e.g. sudo apt-get install chromium) to run the browser test"
+  fi
+fi
 "$VENV/bin/python" -c "import torch, transformers; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__)"

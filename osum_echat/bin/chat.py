@@ -13,6 +13,7 @@ answers are fed back as history for the speech-in/speech-out tasks that were tra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -23,7 +24,6 @@ from osum_echat import tasks as task_table
 def list_tasks(prompt_config: str = "conf/prompt_config.yaml", out=None) -> None:
     """The task table: tag, input, outputs, decode preset, user prompt examples."""
     from osum_echat.data.dataset import load_prompts
-    from osum_echat.infer.runtime import decode_preset
 
     out = out or sys.stdout
     try:
@@ -37,12 +37,21 @@ def list_tasks(prompt_config: str = "conf/prompt_config.yaml", out=None) -> None
         print(f"{spec.tag}", file=out)
         print(f"  input: {spec.input}   outputs: {' + '.join(outputs)}{layout}   output_type: {spec.output_type}"
               f"   history: {'yes' if spec.embeds_history else 'no'}", file=out)
-        print(f"  decode preset: {decode_preset(spec)}", file=out)
+        print(f"  decode preset: {decode_preset(spec.decode)}", file=out)
         examples = prompts.get(spec.tag) or []
         if spec.uses_prompt and examples:
             print(f"  prompt examples: {' | '.join(examples[:2])}", file=out)
         elif not spec.uses_prompt:
             print("  prompt: none (the task reads no user prompt)", file=out)
+
+
+def decode_preset(conf) -> str:
+    """The preset's fields that differ from DecodeConfig's defaults (the caps always)."""
+    default = type(conf)()
+    shown = {f.name: getattr(conf, f.name) for f in dataclasses.fields(conf)
+             if f.name in ("max_text_tokens", "max_speech_tokens", "do_sample")
+             or getattr(conf, f.name) != getattr(default, f.name)}
+    return " ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def print_result(result, out=None) -> None:
@@ -72,7 +81,7 @@ def save_result(result, output_dir: str, n: int) -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from osum_echat.infer.runtime import add_decode_args
+    from osum_echat.generation.options import add_decode_args
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--list-tasks", action="store_true", help="print the task table and exit")
@@ -112,22 +121,23 @@ def main(argv=None) -> int:
 
     from osum_echat.config import ConfigError
     from osum_echat.infer.conversation import Conversation
-    from osum_echat.infer.runtime import ChatInputError, ChatPipeline, decode_overrides_from_args
+    from osum_echat.generation.options import decode_options_from_args
+    from osum_echat.infer.runtime import ChatInputError, ChatPipeline
     from osum_echat.models.checkpoint import CheckpointError
     from osum_echat.train.devices import DeviceError
 
     try:
         pipe = ChatPipeline.from_files(args.config, args.checkpoint, args.token2wav_dir, device=args.device,
                                        dtype=args.dtype, overrides=args.override,
-                                       speaker_prompt_wav=args.speaker_prompt_wav)
+                                       speaker_prompt_wav=args.speaker_prompt_wav,
+                                       decode_options=decode_options_from_args(args))
     except (ConfigError, CheckpointError, DeviceError, FileNotFoundError) as e:
         fail(str(e))
     kw = {k: v for k, v in (("max_turns", args.max_turns), ("max_context_tokens", args.max_context_tokens)) if v}
     conv = Conversation(pipe, args.task, **kw)
-    decode = decode_overrides_from_args(args)
 
     def one(n, wav=None, text=None):
-        result = conv.say(wav=wav, text=text, prompt=args.prompt, **decode)
+        result = conv.say(wav=wav, text=text, prompt=args.prompt)
         print_result(result)
         if args.output_dir:
             for path in save_result(result, args.output_dir, n):

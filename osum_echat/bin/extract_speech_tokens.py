@@ -109,7 +109,9 @@ class Extractor:
     def run(self, items: list) -> None:
         """Fill item.codes for every item with usable audio (longest first, padded batches)."""
         ready = [it for it in items if it.audio is not None and self.load(it)]
-        ready.sort(key=lambda it: -it.feats.shape[1])
+        self._tokenize(sorted(ready, key=lambda it: -it.feats.shape[1]))
+
+    def _tokenize(self, ready: list) -> None:
         for start in range(0, len(ready), self.batch_size):
             batch = ready[start:start + self.batch_size]
             if not self.checked and len(batch) > 1:
@@ -118,7 +120,7 @@ class Extractor:
                     log.warning(f"{self.tokenizer.path}: a padded batch differs from one-by-one runs; "
                                 "tokenizing one utterance at a time")
                     self.batch_size = 1
-                    self.run(batch + ready[start + len(batch):])
+                    self._tokenize(ready[start:])
                     return
             for it, codes in zip(batch, self.tokenizer.run_features([it.feats for it in batch])):
                 if len(codes) != token_count(it.feats.shape[1]):
@@ -128,19 +130,31 @@ class Extractor:
 
 
 def _with_tokens(extra, codes: np.ndarray):
-    """extra (a dict, a JSON string of one, or None) with speech_token set; strings stay strings."""
+    """extra (a dict, a JSON string of one, or None) with speech_token set; strings stay strings.
+
+    Raises ValueError when extra is neither."""
     as_string = isinstance(extra, str)
-    value = json.loads(extra) if as_string else dict(extra or {})
+    value = json.loads(extra) if as_string else ({} if extra is None else extra)
+    if not isinstance(value, dict):
+        raise ValueError(f"extra must be a JSON object, got {type(value).__name__}")
+    value = dict(value)
     value["speech_token"] = [int(c) for c in codes]
     return json.dumps(value, ensure_ascii=False) if as_string else value
 
 
 def _audio_of(obj: dict, audio_field: str):
+    """The audio path named by --audio_field, None when absent; ValueError for a malformed one."""
     if audio_field == "wav":
-        return obj.get("wav") or None
-    extra = obj.get("extra") or {}
-    extra = json.loads(extra) if isinstance(extra, str) else extra
-    return extra.get(audio_field.split(".", 1)[1]) or None
+        path = obj.get("wav")
+    else:
+        extra = obj.get("extra") or {}
+        extra = json.loads(extra) if isinstance(extra, str) else extra
+        if not isinstance(extra, dict):
+            raise ValueError(f"extra must be a JSON object, got {type(extra).__name__}")
+        path = extra.get(audio_field.split(".", 1)[1])
+    if path is not None and not isinstance(path, str):
+        raise ValueError(f"{audio_field} must be a path, got {path!r}")
+    return path or None
 
 
 # ----------------------------------------------------------------------------- raw
@@ -184,8 +198,12 @@ def extract_raw(args, ex: Extractor, out_dir: Path, stats: collections.Counter) 
             if str(obj["key"]) in done:
                 stats["already_done"] += 1
                 continue
-            _absolute_paths(obj, args.root, entry.base)
-            audio = _audio_of(obj, args.audio_field)
+            try:
+                _absolute_paths(obj, args.root, entry.base)
+                audio = _audio_of(obj, args.audio_field)
+            except ValueError as e:
+                ex.report.skip("bad_json", entry.where, str(obj["key"]), str(e))
+                continue
             item = Item(entry.where, str(obj["key"]), obj,
                         os.path.abspath(resolve(audio, args.root, entry.base)) if audio else None)
             if args.audio_field == "wav":
@@ -206,7 +224,11 @@ def _write_raw(items: list, ex: Extractor, out, stats) -> None:
         elif it.codes is None:
             continue
         else:
-            it.record["extra"] = _with_tokens(it.record.get("extra"), it.codes)
+            try:
+                it.record["extra"] = _with_tokens(it.record.get("extra"), it.codes)
+            except ValueError as e:  # json.JSONDecodeError is one
+                ex.report.skip("bad_json", it.where, it.key, f"extra: {e}")
+                continue
         out.write(json.dumps(it.record, ensure_ascii=False) + "\n")
     out.flush()
 
@@ -224,11 +246,11 @@ def _write_shard(items: list, ex: Extractor, tar: tarfile.TarFile, stats) -> Non
         else:
             old = members.get("extra")
             try:
-                extra = json.loads(old.decode("utf-8")) if old is not None else {}
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                ex.report.skip("bad_json", it.where, it.key, f"{it.key}.extra is not JSON: {e}")
+                extra = _with_tokens(json.loads(old.decode("utf-8")) if old is not None else None, it.codes)
+            except ValueError as e:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+                ex.report.skip("bad_json", it.where, it.key, f"{it.key}.extra: {e}")
                 continue
-            members = dict(members, extra=json.dumps(_with_tokens(extra, it.codes), ensure_ascii=False).encode())
+            members = dict(members, extra=json.dumps(extra, ensure_ascii=False).encode())
         for suffix, data in members.items():
             _add(tar, f"{it.key}.{suffix}" if suffix else it.key, data)
 
@@ -240,11 +262,11 @@ def _shard_items(entry, args, ex: Extractor):
             audio = next((members[s] for s in members if s in AUDIO_SUFFIXES), None)
         else:
             try:
-                extra = json.loads(members["extra"].decode("utf-8")) if "extra" in members else {}
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                ex.report.skip("bad_json", where, key, f"{key}.extra is not JSON: {e}")
+                extra = json.loads(members["extra"].decode("utf-8")) if "extra" in members else None
+                path = _audio_of({"extra": extra}, args.audio_field)
+            except ValueError as e:
+                ex.report.skip("bad_json", where, key, f"{key}.extra: {e}")
                 continue
-            path = extra.get(args.audio_field.split(".", 1)[1])
             audio = os.path.abspath(resolve(path, args.root, entry.base)) if path else None
         yield Item(where, key, members, audio)
 

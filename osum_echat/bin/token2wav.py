@@ -84,11 +84,8 @@ def _save_atomic(obj, path: Path) -> None:
             os.unlink(tmp)
 
 
-def make_tiny(model_dir, seed: int = 0, cfg: Token2WavConfig | None = None, onnx: bool = True) -> Path:
-    """A randomly initialised model directory in the released layout (hift.pt in the legacy weight-norm form)."""
-    out = Path(model_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    cfg = cfg or tiny_config()
+def random_token2wav(cfg: Token2WavConfig, seed: int = 0):
+    """Flow + HiFT with seeded random weights of unit-gain scale (tests, demo, benchmarks)."""
     gen = torch.Generator().manual_seed(seed)
     flow, hift = Token2Wav.build(cfg)
     with torch.no_grad():
@@ -98,8 +95,16 @@ def make_tiny(model_dir, seed: int = 0, cfg: Token2WavConfig | None = None, onnx
             elif p.dim() == 1:                   # norms / biases: around their initial value
                 p.add_(0.05 * torch.randn(p.shape, generator=gen))
             else:
-                fan_in = p[0].numel() if p.dim() > 1 else 1
-                p.copy_(torch.randn(p.shape, generator=gen) / fan_in ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=gen) / p[0].numel() ** 0.5)
+    return flow.eval(), hift.eval()
+
+
+def make_tiny(model_dir, seed: int = 0, cfg: Token2WavConfig | None = None, onnx: bool = True) -> Path:
+    """A randomly initialised model directory in the released layout (hift.pt in the legacy weight-norm form)."""
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = cfg or tiny_config()
+    flow, hift = random_token2wav(cfg, seed)
     (out / CONFIG_FILE).write_text(config_to_yaml(cfg), encoding="utf-8")
     _save_atomic(flow.state_dict(), out / FLOW_FILE)
     _save_atomic(unfold_hift_state_dict(hift, "legacy"), out / HIFT_FILE)

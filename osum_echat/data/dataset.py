@@ -29,7 +29,10 @@ Config read (upstream ct_config.yaml's dataset_conf, plus a few additions):
   resample_conf, feats_type (log_mel_spectrogram | fbank), log_mel_spectrogram_conf,
   fbank_conf, spec_aug/spec_sub/spec_trim (+ _conf), shuffle/shuffle_conf,
   sort/sort_conf, batch_conf, multi_num, split_num, data_recover/data_recover_conf;
-  added: mix_weights (four-way mixing). Top level: seed, think_mode (language | tag).
+  added: mix_weights (four-way mixing); eod_id (must be the tokenizer's end id);
+  filter_conf.filter_no_extra_info and language_conf.limited_langs count notes (data/tokenize.py);
+  filter_conf.other_filter_conf.only_* (data/filters.py). Every key is checked by config_schema.py.
+  Top level: seed, think_mode (language | tag).
 Determinism: every random choice comes from generators seeded by
 (seed, epoch, rank, worker), so the same epoch gives the same batches in every
 run and a trainer may resume by replaying batches or by `start_index`. In
@@ -92,7 +95,7 @@ class OsumDataset(IterableDataset):
     """One list (raw | shard | combine) through the whole pipeline, yielding Batch objects."""
 
     def __init__(self, config: dict, data_type: str, list_path: Optional[str], tokenizer, *, root: Optional[str] = None,
-                 mode: str = "train", only: Optional[str] = None, rank: Optional[int] = None,
+                 mode: str = "train", only=None, rank: Optional[int] = None,
                  world_size: Optional[int] = None, counter: Optional[SkipCounter] = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -112,6 +115,10 @@ class OsumDataset(IterableDataset):
             raise ConfigError("dataset_conf.speed_perturb: true is not supported; set it to false")
         self.mode, self.only, self.root = mode, only, root
         self.tokenizer = tokenizer
+        eod = self.conf.get("eod_id")  # upstream sets tokenizer.eod_id from it and reads it nowhere
+        if eod is not None and eod != tokenizer.eos_token_id:
+            raise ConfigError(f"dataset_conf.eod_id is {eod} but the tokenizer of llm_path ends a reply with "
+                              f"{tokenizer.eos_token_id}; remove eod_id (the end id comes from the tokenizer)")
         self.prompts = load_prompts(self.conf.get("prompt_conf_path"))
         try:  # no list (None): samples come from the caller through process() (infer/runtime.py)
             self.entries = read_entries(list_path, data_type, root) if list_path is not None else []
@@ -186,19 +193,20 @@ class OsumDataset(IterableDataset):
                 bool(expand.get("keep_final", True)),
                 bool(expand.get("resample_history_like_upstream", True)))
         tok_conf = (conf.get("other_tokenze_conf") or {}) if train else {}
-        filter_conf = dict(conf.get("filter_conf") or {})
-        other = dict(filter_conf.pop("other_filter_conf", None) or {})
-        other.update(conf.get("other_filter_conf") or {})
+        filter_conf, other, only = P.filter_options(conf, self.only)
         banned = filter_conf.pop("banned_words", P.OTHER_ASSISTANT_NAMES)
         stream = P.tokenize(stream, self.tokenizer, counter, prompts=self.prompts,
                             speech_token_num=self.speech_token_num, rng=self._tokenize_rng(), conf=tok_conf,
                             think_mode=self.think_mode, banned_words=banned,
-                            targets_required=self.mode != "decode")
+                            targets_required=self.mode != "decode",
+                            note_missing_task=filter_conf.pop("filter_no_extra_info", False),
+                            limited_langs=(conf.get("language_conf") or {}).get("limited_langs"))
+        stream = P.route(stream, counter, only)
         stream = P.load_audio(stream, counter)
         if self.mode in ("infer", "decode"):
             filter_conf = {"max_length": float("inf"), "min_length": 0, "token_max_length": float("inf"),
                            "token_min_length": 0, "max_seq_len": 0}
-        stream = P.filter_samples(stream, counter, only=self.only,
+        stream = P.filter_samples(stream, counter,
                                   fiter_txt_is_None=other.get("fiter_txt_is_None", False),
                                   check_speech_ratio=self.mode != "decode", **filter_conf)
         stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}))
@@ -239,17 +247,10 @@ def build_dataset(config: dict, data_type: str, data_lists, tokenizer, *, root: 
                   mode: str = "train", rank: Optional[int] = None, world_size: Optional[int] = None):
     """The training/eval/inference dataset: one list, or {"s2t","t2s","s2s","t2t"} lists mixed by weight."""
     if isinstance(data_lists, dict):
-        from .mixing import MixedDataset
+        from .mixing import build_mixed
 
-        counter = SkipCounter()
-        parts = {name: OsumDataset(config, data_type, path, tokenizer, root=root, mode=mode, only=name,
-                                   rank=rank, world_size=world_size, counter=counter)
-                 for name, path in data_lists.items() if path}
-        unknown = set(parts) - set(P.MIX_CATEGORIES)
-        if unknown:
-            raise ConfigError(f"mixed data lists: unknown categories {sorted(unknown)}; use s2t, t2s, s2s, t2t")
-        weights = (_dataset_conf(config).get("mix_weights") or {})
-        return MixedDataset(parts, weights, seed=int(config.get("seed", 777)), counter=counter)
+        return build_mixed(config, data_type, data_lists, tokenizer, root=root, mode=mode, rank=rank,
+                           world_size=world_size)
     return OsumDataset(config, data_type, data_lists, tokenizer, root=root, mode=mode, rank=rank,
                        world_size=world_size)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import labels
 from .. import tasks as task_table
+from ..config import ConfigError
 
 MIX_CATEGORIES = task_table.MIX_CATEGORIES
 INSTRUCT_OVERHEAD = 29 * 2  # upstream's allowance for the chat-template tokens
@@ -29,15 +30,13 @@ def seq_length(sample, num_frames: float, history_len: float) -> float:
 
 
 def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_max_length=200,
-                   token_min_length=1, max_seq_len=1000, only=None, fiter_txt_is_None=False,
-                   check_speech_ratio=True, **unused):
+                   token_min_length=1, max_seq_len=1000, fiter_txt_is_None=False,
+                   check_speech_ratio=True):
     """Upstream's length limits. Frame limits apply to speech-input tasks only
-    (upstream pads text-only samples with 10 s of noise instead)."""
+    (upstream pads text-only samples with 10 s of noise instead). upstream's other_filter_conf.only_*
+    check is `route`, run before the audio is decoded."""
     for sample in samples:
         key, src, spec = sample.get("key"), sample.get("src", "?"), sample["spec"]
-        if only is not None and spec.mix_category != only:
-            counter.skip("mix_category", src, key, f"{spec.output_type} is not a {only} task")
-            continue
         if check_speech_ratio and spec.speech_output and len(sample["label"]) * 0.8 >= len(sample["speech_token"]):
             counter.skip("label_speech_ratio", src, key,
                          f"{len(sample['label'])} text tokens for {len(sample['speech_token'])} speech tokens")
@@ -67,5 +66,38 @@ def filter_samples(samples, counter, *, max_length=10240, min_length=10, token_m
         seq = seq_length(sample, num_frames, history_len)
         if 0 < max_seq_len < seq:
             counter.skip("seq_too_long", src, key, f"estimated sequence {seq:.0f} > max_seq_len {max_seq_len}")
+            continue
+        yield sample
+
+
+def filter_options(conf: dict, serves=None):
+    """(filter_conf without its nested options, other_filter_conf, mix categories to keep) from dataset_conf.
+
+    other_filter_conf is read from filter_conf (where upstream's filter reads it) and, as before, from
+    dataset_conf (where upstream's ct_config.yaml puts fiter_txt_is_None). `serves`: the categories
+    a four-way mixing part is for (None: all); an other_filter_conf.only_<category> that is on narrows
+    them further, as upstream applies every filter that is on (nothing may be left: all skipped)."""
+    filter_conf = dict(conf.get("filter_conf") or {})
+    other = dict(filter_conf.pop("other_filter_conf", None) or {})
+    other.update(conf.get("other_filter_conf") or {})
+    wanted = [c for c in MIX_CATEGORIES if other.get(f"only_{c}", False)]
+    if len(wanted) > 1:
+        raise ConfigError(f"dataset_conf.filter_conf.other_filter_conf: only_{' and only_'.join(wanted)} are all on; "
+                          f"a sample belongs to one category, so nothing would be kept (upstream drops everything "
+                          f"too); turn on at most one")
+    serves = MIX_CATEGORIES if not serves else [serves] if isinstance(serves, str) else list(serves)
+    return filter_conf, other, tuple(c for c in MIX_CATEGORIES if c in serves and (not wanted or c in wanted))
+
+
+def route(samples, counter, categories=MIX_CATEGORIES):
+    """Keep the samples of the given mix categories (s2t, t2s, s2s, t2t), right after tokenization, so
+    a sample of another direction is dropped before its audio is decoded. Several categories: a list
+    shared by directions of four-way mixing, read once (data/mixing.py)."""
+    keep = set(categories)
+    for sample in samples:
+        spec = sample["spec"]
+        if spec.mix_category not in keep:
+            counter.skip("mix_category", sample.get("src", "?"), sample.get("key"),
+                         f"{spec.output_type} is not a {' or '.join(categories) or 'kept'} task")
             continue
         yield sample

@@ -6,6 +6,12 @@ probability proportional to its weight by a generator seeded with
 others go on until all are done. Weights default to the number of list entries
 of each dataset, as upstream; `dataset_conf.mix_weights: {s2t: 3, t2s: 1, ...}`
 overrides them. Each dataset keeps only its category's output types.
+
+One read for several directions: directions given the same list share one dataset that reads the
+list once and routes each sample to its direction right after tokenization, before any audio is
+decoded (data/filters.py route); its batches still hold one output type each. Its draw weight is the
+sum of its directions' weights; mix_weights that differ between directions of one list are refused
+(one pass over the list mixes them as the list does; give separate lists to weight them).
 """
 from __future__ import annotations
 
@@ -13,6 +19,10 @@ import random
 
 import torch
 from torch.utils.data import IterableDataset
+
+from ..config import ConfigError
+from ..tasks import MIX_CATEGORIES
+from .skips import SkipCounter
 
 
 class MixedDataset(IterableDataset):
@@ -47,3 +57,31 @@ class MixedDataset(IterableDataset):
 
     def note_counts(self) -> dict:
         return self.counter.notes() if self.counter is not None else {}
+
+
+def build_mixed(config: dict, data_type: str, data_lists: dict, tokenizer, **kw) -> MixedDataset:
+    """{"s2t": list, "t2s": list, ...} -> MixedDataset, one dataset per distinct list."""
+    from .dataset import OsumDataset
+
+    unknown = sorted(set(data_lists) - set(MIX_CATEGORIES))
+    if unknown:
+        raise ConfigError(f"mixed data lists: unknown categories {unknown}; use s2t, t2s, s2s, t2t")
+    by_list = {}
+    for name in MIX_CATEGORIES:
+        if data_lists.get(name):
+            by_list.setdefault(str(data_lists[name]), []).append(name)
+    conf = config.get("dataset_conf", config) if isinstance(config, dict) else {}
+    given = conf.get("mix_weights") or {}
+    counter = SkipCounter()
+    parts, weights = {}, {}
+    for path, names in by_list.items():
+        ds = OsumDataset(config, data_type, path, tokenizer, only=tuple(names), counter=counter, **kw)
+        weighted = [n for n in names if n in given]
+        if len(names) > 1 and weighted and (len(weighted) < len(names) or len({given[n] for n in names}) > 1):
+            raise ConfigError(f"dataset_conf.mix_weights: {', '.join(names)} read the same list {path} (once); "
+                              f"one pass mixes them as the list does, so their weights must be equal or unset; "
+                              f"give each its own list to weight them")
+        name = "+".join(names)
+        parts[name] = ds
+        weights[name] = sum(float(given.get(n, len(ds.entries))) for n in names)
+    return MixedDataset(parts, weights, seed=int(config.get("seed", 777)), counter=counter)

@@ -1,6 +1,6 @@
 """Pipeline stages, one import for data/dataset.py. Each is a generator `stage(samples, ...)` yielding samples.
 
-Order (built by data/dataset.py): expand_dialogue_prefix -> tokenize ->
+Order (built by data/dataset.py): expand_dialogue_prefix -> tokenize -> route ->
 load_audio -> filter_samples -> resample_audio -> compute_features ->
 spec_aug / spec_sub / spec_trim -> shuffle -> sort -> batch -> padding.
 
@@ -17,9 +17,9 @@ to a stage, seeded by the dataset from (seed, epoch, rank, worker).
 from ..labels import OTHER_ASSISTANT_NAMES
 from .audio import compute_features, load_audio, resample_audio, spec_aug, spec_sub, spec_trim
 from .batching import batch, padding, shuffle, sort
-from .filters import MIX_CATEGORIES, filter_samples
+from .filters import MIX_CATEGORIES, filter_options, filter_samples, route
 from .tokenize import expand_dialogue_prefix, tokenize
 
 __all__ = ["OTHER_ASSISTANT_NAMES", "MIX_CATEGORIES", "expand_dialogue_prefix", "tokenize", "load_audio",
-           "filter_samples", "resample_audio", "compute_features", "spec_aug", "spec_sub", "spec_trim",
+           "filter_options", "filter_samples", "route", "resample_audio", "compute_features", "spec_aug", "spec_sub", "spec_trim",
            "shuffle", "sort", "batch", "padding"]

@@ -46,6 +46,8 @@ REASONS = (
 # Kept samples worth counting (not skips).
 NOTES = (
     "unknown_task",        # a tag not in the task table, trained as speech -> text (upstream does so)
+    "no_task",             # no task in the list entry, trained as <TRANSCRIBE> (filter_no_extra_info: true)
+    "other_language",      # lang not in language_conf.limited_langs, trained all the same (as upstream)
 )
 _INDEX = {r: i for i, r in enumerate(REASONS + NOTES)}
 

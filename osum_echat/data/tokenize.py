@@ -148,9 +148,16 @@ def _missing_field(spec, sample, extra, think_mode, targets_required=True):
 
 def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: int, rng,
              conf: dict | None = None, think_mode: str = "language", banned_words=labels.OTHER_ASSISTANT_NAMES,
-             targets_required: bool = True):
+             targets_required: bool = True, note_missing_task: bool = False, limited_langs=None):
     """Turn txt/task/extra into label ids, prompt ids, speech tokens and an output_type, by the task table.
-    targets_required=False (decoding) keeps samples that lack target-only fields (tasks.TARGET_FIELDS)."""
+    targets_required=False (decoding) keeps samples that lack target-only fields (tasks.TARGET_FIELDS).
+
+    note_missing_task (filter_conf.filter_no_extra_info): an entry without a task is counted as the
+    note "no_task". It is still trained as <TRANSCRIBE>: upstream quirk, its filter checks for a missing
+    task after its tokenizer has already filled in <TRANSCRIBE>, so the flag never drops a sample there.
+    limited_langs (language_conf.limited_langs): an entry whose lang (entry or extra; "none" is no
+    language) is not listed is counted as the note "other_language" and trained all the same: upstream
+    copies the key from WeNet's Whisper-tokenizer config and never reads it (it tokenizes with Qwen)."""
     conf = conf or {}
     eos = tokenizer.eos_token_id
     prompt_ids = {}  # tag -> encoded prompts, filled on first use
@@ -159,6 +166,11 @@ def tokenize(samples, tokenizer, counter, *, prompts: dict, speech_token_num: in
     for sample in samples:
         key, src = sample.get("key"), sample.get("src", "?")
         extra = sample["extra"] = _extra_dict(sample)
+        if note_missing_task and not sample.get("task"):
+            counter.note("no_task")
+        lang = sample.get("lang", extra.get("lang"))
+        if limited_langs and lang not in (None, "none", *limited_langs):
+            counter.note("other_language")
         spec, known = _task_of(sample)
         if not known:
             counter.note("unknown_task")

@@ -52,9 +52,10 @@ class Conversation:
         source = audio_source(wav) if wav is not None else None
         seconds = 0.0
         if source is not None:
-            seconds, _ = check_audio(source, self.pipe.sample_rate, self.pipe.max_audio_seconds)
+            seconds, _ = check_audio(source, self.pipe.sample_rate)  # the limit is the pipeline's check
         history, dropped = self._bounded_history(seconds)
-        result = self.pipe.run(task, wav=source, text=text, prompt=prompt, history=history, **decode_overrides)
+        result = self.pipe.run(task, wav=source, text=text, prompt=prompt, history=history,
+                               key=f"turn{len(self.turns) + 1}", **decode_overrides)
         if dropped:
             result.notes.append(dropped)
         if source is not None:

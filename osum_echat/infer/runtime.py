@@ -34,11 +34,11 @@ from osum_echat import tasks as task_table
 from osum_echat.data.dataset import OsumDataset, one_by_one_config
 from osum_echat.data.batch import Batch
 from osum_echat.data.skips import SkipCounter
+from osum_echat.generation.decode import Decoder
 from osum_echat.utils import get_logger
 
 log = get_logger("osum_echat.runtime")
 
-MAX_AUDIO_SECONDS = 30.0  # longer input is refused (upstream's encoder window and training lengths)
 
 # The thin helpers: which task-table row each one runs.
 HELPER_TASKS = {
@@ -111,7 +111,7 @@ def audio_source(wav):
                                       f"got {type(wav).__name__}")
 
 
-def check_audio(source, sample_rate: int, max_seconds: float = MAX_AUDIO_SECONDS):
+def check_audio(source, sample_rate: int, max_seconds: float = float("inf")):
     """(seconds, notes) for audio the model can take; ChatInputError otherwise."""
     name = source if isinstance(source, str) else "the uploaded audio"
     try:
@@ -164,8 +164,12 @@ class ChatPipeline:
     """One model (+ optional token2wav) loaded once; `run` any task on one utterance."""
 
     def __init__(self, model, tokenizer, config: dict, token2wav=None, *, speaker_prompt=None,
-                 max_audio_seconds: float = MAX_AUDIO_SECONDS):
+                 max_audio_seconds: Optional[float] = None, decode_options: Optional[dict] = None):
+        """`max_audio_seconds`: longest user audio (default: the task preset's max_audio_frames, Whisper's
+        30 s window); `decode_options`: Decoder keyword arguments for every request (overrides, greedy, prompt_style),
+        as `decode_options_from_args` gives them; a request's own overrides go on top."""
         self.model = model.eval()
+        self.decode_options = {"overrides": {}, "greedy": False, **(decode_options or {})}
         self.tokenizer = tokenizer
         self.config = config
         self.token2wav = token2wav
@@ -176,6 +180,8 @@ class ChatPipeline:
                                    counter=self.counter)
         conf = config.get("dataset_conf") or {}
         self.sample_rate = int((conf.get("resample_conf") or {}).get("resample_rate", 16000))
+        hop = int((conf.get("log_mel_spectrogram_conf") or {}).get("hop_length", 160))
+        self.frames_per_second = self.sample_rate / hop
         self.variants = None  # osum_echat.infer.variants.WeightVariants when two checkpoints share the model
 
     @classmethod
@@ -198,7 +204,7 @@ class ChatPipeline:
         t2w = prompt = None
         if token2wav_dir:
             from osum_echat.token2wav import Token2Wav
-            t2w = Token2Wav.from_dir(token2wav_dir, device=str(device))
+            t2w = Token2Wav.from_dir(token2wav_dir, device=device)
             prompt = t2w.prompt_from_wav(speaker_prompt_wav) if speaker_prompt_wav else None
         pipe = cls(model, tokenizer, config, t2w, speaker_prompt=prompt, **kw)
         if checkpoint_b:
@@ -214,7 +220,7 @@ class ChatPipeline:
 
     # -------------------------------------------------------------- requests
     def sample(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
-               history: Optional[list] = None):
+               history: Optional[list] = None, key: str = "request"):
         """(sample dict as a data source yields it, TaskSpec, notes) for one request."""
         tag = task_table.normalize_tag(task or "")
         if not tag:
@@ -225,12 +231,12 @@ class ChatPipeline:
             spec = task_table.generic_understanding(tag)
             notes.append(f"task {tag!r} is not in the task table (osum_echat/tasks.py): run as speech -> text "
                          "(output_type 'text'); the checkpoint was probably not trained for it")
-        sample = {"key": "request", "task": tag, "txt": "", "extra": {}, "src": "request"}
+        sample = {"key": key, "task": tag, "txt": "", "extra": {}, "src": "request"}
         if spec.speech_input:
             if wav is None:
                 raise ChatInputError("missing_input", f"task {tag} takes speech: give a wav")
             sample["audio"] = audio_source(wav)
-            seconds, audio_notes = check_audio(sample["audio"], self.sample_rate, self.max_audio_seconds)
+            seconds, audio_notes = check_audio(sample["audio"], self.sample_rate, self.audio_limit(spec))
             notes += audio_notes
             if text:
                 notes.append(f"task {tag} takes speech: the text was not used")
@@ -260,6 +266,13 @@ class ChatPipeline:
                              "were not used")
         return sample, spec, notes
 
+    def audio_limit(self, spec) -> float:
+        """Longest user audio in seconds for this task."""
+        if self.max_audio_seconds:
+            return self.max_audio_seconds
+        overrides = self.decode_options["overrides"]
+        return overrides.get("max_audio_frames", spec.decode.max_audio_frames) / self.frames_per_second
+
     def batch(self, sample) -> Batch:
         """The padded Batch of one request, through the data pipeline."""
         self.counter.last = None
@@ -270,11 +283,12 @@ class ChatPipeline:
         return Batch.from_samples(items)
 
     def run(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
-            history: Optional[list] = None, **decode_overrides) -> Result:
+            history: Optional[list] = None, key: str = "request", **decode_overrides) -> Result:
         """Decode one request. `history`: earlier `Turn`s (speech-in/speech-out tasks embed them);
-        `decode_overrides`: DecodeConfig fields (max_text_tokens, do_sample, temperature, ...)."""
+        `key` seeds sampling (with the decode seed); `decode_overrides`: DecodeConfig fields
+        (max_text_tokens, do_sample, temperature, ...) and `greedy`."""
         start = time.perf_counter()
-        sample, spec, notes = self.sample(task, wav, text, prompt, history)
+        sample, spec, notes = self.sample(task, wav, text, prompt, history, key)
         batch = self.batch(sample).to(self.model.device)
         timings = {"encoder": 0.0}
         with _timed(self.model.encoder, timings, "encoder"), torch.no_grad():
@@ -295,17 +309,21 @@ class ChatPipeline:
         result.timings["total"] = time.perf_counter() - start
         return result
 
-    def _decoder(self, overrides: dict):
-        from osum_echat.generation.decode import DecodeConfig, Decoder
-        # TODO(decode contract): Decoder(model, overrides=..., greedy=...) once it lands on main
-        return Decoder(self.model, DecodeConfig(**{k: v for k, v in overrides.items() if v is not None}))
+    def _decoder(self, overrides: dict) -> Decoder:
+        options = dict(self.decode_options)
+        options["greedy"] = overrides.pop("greedy", options["greedy"])
+        options["overrides"] = {**options["overrides"], **overrides}
+        try:
+            return Decoder(self.model, **options)
+        except ValueError as e:  # an unknown override name or prompt style
+            raise ChatInputError("bad_decode_option", str(e)) from None
 
     def _synthesize(self, result: Result, start: float) -> None:
         if self.token2wav is None or not result.speech_tokens:
             return
         t0 = time.perf_counter()
         chunks = []
-        for chunk in self.token2wav.stream(iter(result.speech_tokens), prompt=self.speaker_prompt):
+        for chunk in self.token2wav.stream(iter(result.speech_tokens), prompt=self.speaker_prompt):  # first audio early
             if not chunks:
                 result.timings["first_audio"] = time.perf_counter() - start
             chunks.append(chunk.float().cpu())
@@ -339,26 +357,3 @@ class ChatPipeline:
     def t2t(self, text: str, **kw) -> Result:
         return self.run(HELPER_TASKS["t2t"], text=text, **kw)
 
-
-# ------------------------------------------------------------------ decode options (CLI)
-# TODO(decode contract): the decode session's add_decode_args / decode_options_from_args replace these.
-
-def decode_preset(spec) -> str:
-    from osum_echat.generation.decode import DecodeConfig
-    conf = DecodeConfig()
-    return f"max_text_tokens={conf.max_text_tokens} max_speech_tokens={conf.max_speech_tokens} " \
-           f"{'sampling' if conf.do_sample else 'greedy'}"
-
-
-def add_decode_args(ap) -> None:
-    g = ap.add_argument_group("decoding (default: the task table's preset)")
-    g.add_argument("--max_text_tokens", type=int, default=None)
-    g.add_argument("--max_speech_tokens", type=int, default=None)
-    g.add_argument("--greedy", action="store_true")
-
-
-def decode_overrides_from_args(args) -> dict:
-    out = {k: getattr(args, k) for k in ("max_text_tokens", "max_speech_tokens") if getattr(args, k) is not None}
-    if args.greedy:
-        out["do_sample"] = False
-    return out

@@ -64,16 +64,21 @@ class ConditionalCFM(nn.Module):
     @torch.inference_mode()
     def solve(self, z: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor,
               n_timesteps: int) -> torch.Tensor:
-        """z, mu, cond (1, 80, M); spks (1, 80) -> x(1) (1, 80, M) float32."""
+        """z, mu, cond (1, 80, M); spks (1, 80) -> x(1) (1, 80, M) float32.
+
+        The ODE state and the schedule stay float32; a bf16 estimator only sees its inputs cast."""
+        z, mu, spks, cond = z.float(), mu.float(), spks.float(), cond.float()
+        est_dtype = next(self.estimator.parameters()).dtype
         t_span = self.t_span(n_timesteps, mu)
         rate = self.cfm.inference_cfg_rate
         x, t, dt = z, t_span[0], t_span[1] - t_span[0]
         # the unconditional row (index 1) sees zero mu / speaker / prompt condition
-        mu_in = torch.cat([mu, torch.zeros_like(mu)])
-        spks_in = torch.cat([spks, torch.zeros_like(spks)])
-        cond_in = torch.cat([cond, torch.zeros_like(cond)])
+        mu_in = torch.cat([mu, torch.zeros_like(mu)]).to(est_dtype)
+        spks_in = torch.cat([spks, torch.zeros_like(spks)]).to(est_dtype)
+        cond_in = torch.cat([cond, torch.zeros_like(cond)]).to(est_dtype)
         for step in range(1, len(t_span)):
-            v = self.estimator(x.expand(2, -1, -1), None, mu_in, t.expand(2), spks_in, cond_in)
+            v = self.estimator(x.expand(2, -1, -1).to(est_dtype), None, mu_in, t.expand(2).to(est_dtype), spks_in,
+                               cond_in).float()
             v_cond, v_uncond = v[:1], v[1:]
             x = x + dt * ((1.0 + rate) * v_cond - rate * v_uncond)
             t = t + dt
@@ -134,7 +139,7 @@ class MaskedDiffWithXvec(nn.Module):
         n_prompt = prompt_token.shape[1]
         h = self.encode(torch.cat([prompt_token, token], dim=1).long())
         mel_len1, mel_len2 = prompt_feat.shape[1], self.mel_frames(token.shape[1])
-        mu = self.mu(h, n_prompt, mel_len1, mel_len2)
+        mu = self.mu(h, n_prompt, mel_len1, mel_len2).float()
         cond = torch.zeros_like(mu)
         cond[:, :, :mel_len1] = prompt_feat.to(mu.dtype).transpose(1, 2)
         z = torch.zeros_like(mu) if noise is None else noise.to(mu.dtype)

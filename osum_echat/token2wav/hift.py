@@ -115,7 +115,8 @@ class SourceModuleHnNSF(nn.Module):
 
     def forward(self, f0, noise: bool, phase0=None, generator=None, phase_vec=None):
         sine, cycles = self.sines(f0, noise, phase0, generator, phase_vec)
-        return torch.tanh(self.l_linear(sine.transpose(1, 2))).transpose(1, 2), cycles
+        merged = self.l_linear(sine.transpose(1, 2).to(self.l_linear.weight.dtype)).float()
+        return torch.tanh(merged).transpose(1, 2), cycles
 
 
 class HiFTGenerator(nn.Module):

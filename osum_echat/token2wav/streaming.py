@@ -104,7 +104,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
     ptok, pmel, spk = t2w.prompt_tensors(prompt)
     with torch.inference_mode():
         spks = flow.speaker(spk)                          # the prompt's work done once per stream
-        prompt_cond = pmel.transpose(1, 2).to(flow.dtype)
+        prompt_cond = pmel.transpose(1, 2).float()
     n_prompt_frames = pmel.shape[1]
     z_prompt = t2w.noise(n_prompt_frames, generator) if noise else None
     state = dict(z=None, final=prompt_cond[:, :, :0], held=None, done=0)
@@ -117,7 +117,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
         fa, fb, e = flow.mel_frames(a), flow.mel_frames(b), final.shape[-1]
         with torch.inference_mode():
             tokens = torch.cat([ptok, torch.tensor([received[a:b]], device=ptok.device)], dim=1)
-            mu = flow.mu(flow.encode(tokens), ptok.shape[1], n_prompt_frames, fb - fa)
+            mu = flow.mu(flow.encode(tokens), ptok.shape[1], n_prompt_frames, fb - fa).float()
             cond = torch.zeros_like(mu)
             cond[:, :, :n_prompt_frames] = prompt_cond
             cond[:, :, n_prompt_frames:n_prompt_frames + e - fa] = final[:, :, fa:e]
@@ -133,10 +133,10 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
             x = flow.decoder.solve(z_win, mu, spks, cond, steps)
             new = x[:, :, n_prompt_frames + e - fa:]
             if held is not None:
-                new = crossfade(held.float(), new)
+                new = crossfade(held, new)
             cut = new.shape[-1] if last else flow.mel_frames(b - conf.overlap) - e
             ready, state["held"] = new[:, :, :cut], (None if last else new[:, :, cut:])
-            state["final"] = torch.cat([final, ready.to(final.dtype)], dim=-1)
+            state["final"] = torch.cat([final, ready], dim=-1)
         state["done"] = b
         if mel_out is not None:
             mel_out.append(ready[0].float().cpu())

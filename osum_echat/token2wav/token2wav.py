@@ -163,7 +163,7 @@ class Token2Wav:
     # --- whole utterance -----------------------------------------------------------------------------
     def noise(self, frames: int, generator: torch.Generator | None = None) -> torch.Tensor:
         z = torch.randn(1, self.cfg.flow.output_size, frames, generator=generator)
-        return z.to(device=self.device, dtype=self.flow.dtype)
+        return z.to(self.device)
 
     @torch.inference_mode()
     def synthesize_mel(self, tokens, prompt=None, noise: bool = True, n_timesteps: int | None = None,

@@ -61,6 +61,10 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
 fi
 if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
   train_stage generation 2 "$dir/stage1/final.pt"
+  # a few decoded TTS / spoken-dialogue replies -> wavs through a tiny (random) token2wav directory
+  "$PYTHON" recipes/demo/local/render_speech.py --stage_dir "$dir/stage2" --num 2 \
+    --lists "$data/lists/s2_tts.jsonl" "$data/lists/s2_s2s.jsonl" --token2wav_dir "$dir/token2wav_tiny" \
+    2>&1 | tee "$dir/stage2_render.log" || echo "$0: rendering stage 2's speech: NOT met (see $dir/stage2_render.log)"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   train_stage empathy 3 "$dir/stage2/final.pt"

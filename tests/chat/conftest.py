@@ -38,3 +38,11 @@ def wavs(tmp_path_factory):
     return {"q": write_tone(d / "q.wav"), "q2": write_tone(d / "q2.wav", 1.5, freq=500.0),
             "stereo8k": write_tone(d / "stereo8k.wav", 1.0, 8000, 2), "long": write_tone(d / "long.wav", 31.0),
             "not_audio": str(bad)}
+
+
+@pytest.fixture(scope="session")
+def tiny_token2wav(tmp_path_factory):
+    """A random token2wav directory in the released layout (python -m osum_echat.bin.token2wav make-tiny)."""
+    from osum_echat.bin.token2wav import make_tiny
+
+    return str(make_tiny(tmp_path_factory.mktemp("tiny_t2w")))

@@ -12,9 +12,9 @@ SHORT = dict(max_text_tokens=6, max_speech_tokens=12)
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_checkpoints):
+def pipe(tiny_checkpoints, tiny_token2wav):
     config, a, b = tiny_checkpoints
-    return ChatPipeline.from_files(config, a, device="cpu", checkpoint_b=b)
+    return ChatPipeline.from_files(config, a, tiny_token2wav, device="cpu", checkpoint_b=b)
 
 
 @pytest.mark.parametrize("tag", list(task_table.TASKS))
@@ -29,6 +29,12 @@ def test_every_task_of_the_table_runs(pipe, wavs, tag):
     # a random model never stops by itself within 12 speech tokens: the speech phase fills the limit
     assert (len(r.speech_tokens) > 0) == spec.speech_output
     assert all(0 <= c < 4096 for c in r.speech_tokens)
+    if spec.speech_output:  # spoken by token2wav: 22,050 Hz, 256 samples a mel frame, 25 tokens a second
+        assert r.sample_rate == 22050 and r.audio.dim() == 1
+        assert r.audio.numel() == 256 * (len(r.speech_tokens) * 22050 // (25 * 256))
+        assert 0 < r.timings["first_audio"] <= r.timings["total"] and r.timings["token2wav"] > 0
+    else:
+        assert r.audio is None and "token2wav" not in r.timings
 
 
 def test_helpers_run_their_rows(pipe, wavs):
@@ -79,18 +85,22 @@ def test_conversation_feeds_answers_back_with_the_trained_layout(pipe, wavs):
     assert conv.say(wav=wavs["q"], **SHORT).history_turns == 0
 
 
+def dropped(result):
+    return [n for n in result.notes if n.startswith("dropped")]
+
+
 def test_history_bounds_drop_the_oldest_turns_and_say_so(pipe, wavs):
     conv = Conversation(pipe, "<S2TCHAT> <TEXT2TOKEN>", max_turns=2)
     for _ in range(3):
         r = conv.say(wav=wavs["q"], **SHORT)
-    assert r.history_turns == 2 and r.notes == []
+    assert r.history_turns == 2 and not dropped(r)
     r = conv.say(wav=wavs["q"], **SHORT)
-    assert r.history_turns == 2 and r.notes == ["dropped the 1 oldest turn(s) from the history (max_turns=2)"]
+    assert r.history_turns == 2 and dropped(r) == ["dropped the 1 oldest turn(s) from the history (max_turns=2)"]
     one_turn = conv.estimate_positions(conv.turns[-1:], 1.0)
     tight = Conversation(pipe, "<S2TCHAT> <TEXT2TOKEN>", max_context_tokens=one_turn)
     tight.turns = list(conv.turns)
     r = tight.say(wav=wavs["q"], **SHORT)
-    assert r.history_turns == 1 and f"max_context_tokens={one_turn}" in r.notes[-1]
+    assert r.history_turns == 1 and f"max_context_tokens={one_turn}" in dropped(r)[0]
 
 
 def test_history_is_not_shown_to_tasks_trained_without_it(pipe, wavs):

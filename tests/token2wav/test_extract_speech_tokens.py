@@ -106,6 +106,15 @@ def test_raw_list_filled_bad_files_reported_and_resumed(tmp_path, tiny_dir, caps
     assert rows[6] == {"key": "t2t", "txt": "answer", "task": "<TEXT2TEXT>", "extra": {"question": "q"}}
     complete = (out / "data.list").read_bytes()
 
+    # the data pipeline reads the output: every speech sample carries its codes (+ bos/eos)
+    from osum_echat.bin import inspect_data
+    inspect_data.main(["--config", "conf/tiny_ct_config.yaml", "--data_type", "raw", "--data",
+                       str(out / "data.list"), "--override", "dataset_conf.filter_conf.min_length=1"])
+    seen = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert seen[-1] == {"samples": 7, "skipped": {}}
+    by_key = {x["key"]: x["num_speech_tokens"] for x in seen[:-1]}
+    assert all(by_key[r["key"]] == len(unwrap(r["extra"])["speech_token"]) + 2 for r in rows[:6])
+
     # an interrupted run: two complete lines and a torn third; the rerun finishes it
     lines = complete.splitlines(keepends=True)
     (out / "data.list").write_bytes(b"".join(lines[:2]) + lines[2][:25])
@@ -201,3 +210,22 @@ def test_a_truncated_tar_keeps_the_samples_before_the_damage(tmp_path, tiny_dir,
     with tarfile.open(tmp_path / "out" / tar.name) as t:
         assert sorted({m.name.split(".")[0] for m in t.getmembers()}) == ["u0", "u1", "u2"]
     assert str(tar) in (tmp_path / "out" / "skipped.tsv").read_text()
+
+
+def test_audio_from_an_extra_field_and_malformed_extras(tmp_path, tiny_dir, capsys):
+    (tmp_path / "wav").mkdir()
+    soundfile.write(tmp_path / "wav/q.wav", glide(0.7, 16000, 1), 16000)
+    soundfile.write(tmp_path / "wav/a.wav", glide(1.1, 16000, 2), 16000)
+    rows = [{"key": "s2s", "wav": "wav/q.wav", "txt": "reply", "task": "<S2TCHAT> <TEXT2TOKEN>",
+             "extra": {"a_wav_path": "wav/a.wav", "think_str": "..."}},
+            {"key": "broken", "wav": "wav/q.wav", "txt": "x", "task": "<S2TCHAT> <TEXT2TOKEN>",
+             "extra": "{not json"},
+            {"key": "listy", "wav": "wav/q.wav", "txt": "x", "task": "<S2TCHAT> <TEXT2TOKEN>", "extra": [1, 2]}]
+    data = tmp_path / "s2s.list"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = run(["--model_dir", str(tiny_dir), "--data_type", "raw", "--data", str(data), "--output",
+                   str(tmp_path / "out"), "--audio_field", "extra.a_wav_path", "--threads", "1"], capsys)
+    assert summary["tokenized"] == 1 and summary["skipped"] == {"bad_json": 2}
+    (row,) = read_out(tmp_path / "out" / "s2s.list")
+    assert row["extra"]["speech_token"] == expected_tokens(tiny_dir, tmp_path / "wav/a.wav")  # the answer's
+    assert row["extra"]["think_str"] == "..." and row["wav"] == str(tmp_path / "wav/q.wav")
