@@ -90,6 +90,11 @@ UPSTREAM_INFER_SYSTEM_TEXT = {
     "text": SYSTEM_START + _UNDERSTAND_INFER + TURN_END + USER_START,
     "s2t_chat_think": SYSTEM_START + _S2T_THINK + TURN_END,  # upstream quirk: no "<|im_start|>user\n"
 }
+# upstream quirk (upstream_infer only): some generate functions cast the prompt embeds to bfloat16 --
+# generate_tts always (a float32 model then reads bf16-rounded embeds), generate / generate4chat* /
+# generate_text2text when the model is float16 or bfloat16.
+UPSTREAM_INFER_BF16_PROMPT = {"text2token": "always", "text": "half", "s2t_chat": "half",
+                              "s2t_chat_think": "half", "text2text": "half"}
 PROMPT_STYLES = ("train", "upstream_infer")
 
 # Target text markers used by upstream training data.

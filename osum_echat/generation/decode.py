@@ -125,6 +125,8 @@ class Decoder:
         if system != spec.system_text:
             old = len(model._text(spec.system_text))
             embeds = torch.cat([model.embed_tokens(model._text(system)).to(embeds.dtype), embeds[old:]])
+        if self.prompt_style == "upstream_infer":
+            embeds = _upstream_bf16_rounding(embeds, spec.output_type)
         if spec.decode_phases == "speech":  # upstream's TTS start: the span marker is part of the prompt
             marker = torch.tensor([self.marker], device=model.device)
             embeds = torch.cat([embeds, model.speech_token_emded(marker).to(embeds.dtype)])
@@ -203,7 +205,7 @@ class _Run:
         self.dec, self.spec, self.conf, self.model = dec, spec, conf, dec.model
         b, dev = len(prompts), dec.model.device
         self.keys = [p.key for p in prompts]
-        self.states = [PhaseState.start(spec.decode_phases, dec.context - len(p.embeds)) for p in prompts]
+        self.states = [PhaseState.start(spec.decode_phases) for _ in prompts]
         start_speech = [dec.marker] if spec.decode_phases == "speech" else []
         self.history = {"text": [[] for _ in range(b)], "speech": [list(start_speech) for _ in range(b)]}
         self.raw = [[self.model.llm_vocab_size + c for c in start_speech] for _ in range(b)]
@@ -272,6 +274,14 @@ class _Run:
                           st.hit_max_text_tokens, st.hit_max_speech_tokens)
 
 
+def _upstream_bf16_rounding(embeds: torch.Tensor, output_type: str) -> torch.Tensor:
+    when = task_table.UPSTREAM_INFER_BF16_PROMPT.get(output_type)
+    half = embeds.dtype in (torch.float16, torch.bfloat16)
+    if when == "always" or (when == "half" and half):
+        return embeds.to(torch.bfloat16).to(embeds.dtype)
+    return embeds
+
+
 def select_item(batch, i: int):
     """Item i of a Batch as a batch of one (padding inside stays masked by the assembly)."""
     fields = {}
@@ -286,9 +296,10 @@ def select_item(batch, i: int):
 
 
 def split_think(text: str) -> tuple:
-    """("reasoning", "answer") from "<think>reasoning<think end>answer"; ("", text) if no think."""
+    """("reasoning", "answer") from "<think>reasoning<think end>answer"; ("", text) if no think.
+    Nothing is stripped: the answer is the decoded text as upstream returns it."""
     open_, close = task_table.THINK_OPEN, task_table.THINK_CLOSE
     if close in text:
         head, answer = text.split(close, 1)
-        return head.replace(open_, "", 1).strip(), answer.strip()
-    return "", text.strip()
+        return head.replace(open_, "", 1), answer
+    return "", text

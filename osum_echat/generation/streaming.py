@@ -9,8 +9,8 @@
                ids, 6 text, ... ; once the text eos is out, speech until the span closes
 
 Caps: max_text_tokens / max_speech_tokens count the ids generated in each phase (eos and markers
-included), max_total_tokens all generated ids (upstream's MaxTokenStopper), `context_left` what
-still fits in the LLM's position table. A cap ends the row and sets the flag of the phase it hit,
+included), max_total_tokens all generated ids (upstream's MaxTokenStopper). Generation may run past
+max_position_embeddings as upstream's does (RoPE has no table); only the prompt must fit. A cap ends the row and sets the flag of the phase it hit,
 except the text cap of a task that goes on to speech: its last text id is forced to be the eos
 (`must_end_text`), so the answer is cut but still gets its speech.
 """
@@ -25,7 +25,6 @@ from osum_echat.tasks import STREAM_SPEECH_CHUNK, STREAM_TEXT_CHUNK
 class PhaseState:
     phases: str
     phase: str  # "text" | "speech" | "done"
-    context_left: int
     in_chunk: int = 0
     text_done: bool = False
     markers: int = 0
@@ -35,10 +34,10 @@ class PhaseState:
     hit_max_speech_tokens: bool = False
 
     @classmethod
-    def start(cls, phases: str, context_left: int) -> "PhaseState":
+    def start(cls, phases: str) -> "PhaseState":
         if phases == "speech":  # the fed marker opens the span
-            return cls(phases, "speech", context_left, markers=1)
-        return cls(phases, "text", context_left)
+            return cls(phases, "speech", markers=1)
+        return cls(phases, "text")
 
     @property
     def done(self) -> bool:
@@ -77,10 +76,9 @@ class PhaseState:
         total = self.n_text + self.n_speech
         over_total = conf.max_total_tokens is not None and total >= conf.max_total_tokens
         text_cap = self.phases == "text" and self.n_text >= conf.max_text_tokens
-        if self.phase == "text" and (text_cap or over_total or total >= self.context_left):
+        if self.phase == "text" and (text_cap or over_total):
             self.hit_max_text_tokens = True
             self._switch("done")
-        elif self.phase == "speech" and (self.n_speech >= conf.max_speech_tokens or over_total
-                                         or total >= self.context_left):
+        elif self.phase == "speech" and (self.n_speech >= conf.max_speech_tokens or over_total):
             self.hit_max_speech_tokens = True
             self._switch("done")

@@ -98,7 +98,7 @@ def test_pick_draws_each_row_from_its_own_generator():
 ])
 def test_phase_schedule(phases, tokens, expected):
     conf = DecodeConfig(max_text_tokens=100, max_speech_tokens=100)
-    st = PhaseState.start(phases, 10_000)
+    st = PhaseState.start(phases)
     seen = ""
     for tok in tokens:
         seen += st.phase[0]
@@ -108,7 +108,7 @@ def test_phase_schedule(phases, tokens, expected):
 
 def test_interleave_schedule_is_six_text_eighteen_speech():
     conf = DecodeConfig(max_text_tokens=100, max_speech_tokens=200)
-    st = PhaseState.start("interleave", 10_000)
+    st = PhaseState.start("interleave")
     seen = ""
     text = iter([1] * 6 + [1, 1, 9])  # 9 text ids in all, the last is the eos
     speech = iter([0] + [5] * 60 + [0])
@@ -120,22 +120,22 @@ def test_interleave_schedule_is_six_text_eighteen_speech():
 
 def test_text_cap_of_a_speech_task_forces_the_eos_then_speech_follows():
     conf = DecodeConfig(max_text_tokens=3, max_speech_tokens=100)
-    st = PhaseState.start("text_speech", 10_000)
+    st = PhaseState.start("text_speech")
     flags = []
     for tok in [1, 1, 9]:
         flags.append(st.must_end_text(conf))
         st.advance(tok, eos=9, marker=0, conf=conf)
     assert flags == [False, False, True] and st.phase == "speech"
-    assert not PhaseState.start("text", 10_000).must_end_text(DecodeConfig(max_text_tokens=1))
+    assert not PhaseState.start("text").must_end_text(DecodeConfig(max_text_tokens=1))
 
 
 def test_caps_end_the_row_and_flag_the_phase():
-    st = PhaseState.start("text_speech", 10_000)
+    st = PhaseState.start("text_speech")
     conf = DecodeConfig(max_text_tokens=100, max_speech_tokens=100, max_total_tokens=5)
     for tok in [1, 9, 0, 4, 4]:
         st.advance(tok, eos=9, marker=0, conf=conf)
     assert st.done and st.hit_max_speech_tokens and not st.hit_max_text_tokens
-    st = PhaseState.start("text", 3)  # three positions of context left
+    st = PhaseState.start("text")
     for tok in [1, 1, 1]:
-        st.advance(tok, eos=9, marker=0, conf=DecodeConfig(max_text_tokens=100))
+        st.advance(tok, eos=9, marker=0, conf=DecodeConfig(max_text_tokens=3))
     assert st.done and st.hit_max_text_tokens

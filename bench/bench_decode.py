@@ -1,0 +1,153 @@
+"""Decoding speed, measured side by side in one run (issue 9, Speed).
+
+    python bench/bench_decode.py [--models tiny,qwen0.5b] [--tokens 200] [--threads 2]
+
+For each model: the tiny test LLM (conf/tiny_llm) and a random Qwen2 of Qwen2.5-0.5B's shape with
+the real vocabulary (151,936 ids), both inside an OSUM-EChat model, greedy text decoding (text2text):
+  * tokens/s of our Decoder vs transformers' generate() (what upstream calls) on the same weights
+    and prompt embeds, batch 1, dynamic and static cache;
+  * per-step latency of our Decoder with 10, 500 and 2000 positions already decoded (measured as
+    (time for 1 + n ids - time for 1 id) / n after a prompt of that length);
+  * tokens/s at batch 8 vs batch 1.
+The eos row of the text head is zeroed so every run generates the requested number of ids.
+Prints a table and the target ratios (>= 1, <= 1.5, >= 4).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from osum_echat.config import load_config  # noqa: E402
+from osum_echat.data.batch import Batch  # noqa: E402
+from osum_echat.generation.decode import Decoder  # noqa: E402
+from osum_echat.models import build_model  # noqa: E402
+from osum_echat.tokenizer import load_tokenizer  # noqa: E402
+
+QWEN05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+               num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, tie_word_embeddings=True)
+
+
+def make_model(name: str):
+    config = load_config(ROOT / "conf/tiny_ct_config.yaml")
+    tok = load_tokenizer(config["llm_path"])
+    if name == "qwen0.5b":  # same tiny encoder, LLM of Qwen2.5-0.5B's shape (random weights)
+        llm_dir = Path(tempfile.mkdtemp(prefix="bench_qwen05b_"))
+        conf = json.loads((ROOT / config["llm_path"] / "config.json").read_text())
+        conf.update(QWEN05B)
+        (llm_dir / "config.json").write_text(json.dumps(conf))
+        config = dict(config, llm_path=str(llm_dir))
+    torch.manual_seed(0)
+    model = build_model(config, tokenizer=tok).eval()
+    with torch.no_grad():
+        model.embed_tokens.weight[model.text_ids.eos] = 0  # never the argmax: fixed-length runs
+    return model
+
+
+def t2t_batch(model, lengths: list) -> Batch:
+    """text2text items whose questions are `lengths` random ids (the prompt the decoder continues)."""
+    g = torch.Generator().manual_seed(1)
+    n = len(lengths)
+    prompt = torch.full((n, max(lengths)), -1, dtype=torch.long)
+    for i, length in enumerate(lengths):
+        prompt[i, :length] = torch.randint(10, len(model.tokenizer) - 10, (length,), generator=g)
+    empty = torch.zeros(n, 0, dtype=torch.long)
+    return Batch(keys=[f"q{i}" for i in range(n)], feats=torch.zeros(n, 0, 80), feats_lengths=torch.zeros(n, dtype=torch.int32),
+                 target=empty, target_lengths=torch.zeros(n, dtype=torch.int32), speech_tokens=empty,
+                 speech_tokens_length=torch.zeros(n, dtype=torch.int32), prompt=prompt,
+                 prompt_lengths=torch.tensor(lengths, dtype=torch.int32), history=[[] for _ in range(n)],
+                 task=["<TEXT2TEXT>"] * n, output_type="text2text", txts=[""] * n, extra=[{} for _ in range(n)])
+
+
+def timed(fn, repeat: int = 1) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def ours(model, batch, tokens: int, batch_size: int = 1):
+    dec = Decoder(model, dict(max_text_tokens=tokens), greedy=True, batch_size=batch_size)
+    hyps = dec.decode(batch)
+    assert all(len(h.raw_ids) == tokens and h.error is None for h in hyps), [len(h.raw_ids) for h in hyps]
+    return hyps
+
+
+@torch.no_grad()
+def hf_generate(model, batch, tokens: int, static: bool):
+    """transformers' generate() on the same prompt embeds, greedy (upstream's call, do_sample off)."""
+    x = model.assemble(batch, with_output=False)
+    kw = dict(cache_implementation="static") if static else {}
+    out = model.base_llm().generate(inputs_embeds=x.inputs_embeds, attention_mask=x.attention_mask.long(),
+                                    max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
+                                    eos_token_id=model.text_ids.eos, pad_token_id=model.text_ids.eos, **kw)
+    assert out.shape[1] == tokens
+    return out
+
+
+def step_latency(model, context: int, n: int) -> float:
+    batch = t2t_batch(model, [context])
+    one = timed(lambda: ours(model, batch, 1), 2)
+    many = timed(lambda: ours(model, batch, 1 + n), 2)
+    return (many - one) / n
+
+
+def bench(name: str, tokens: int, repeat: int) -> dict:
+    model = make_model(name)
+    b1 = t2t_batch(model, [24])
+    ours(model, b1, 4)  # warm up
+    hf_generate(model, b1, 4, False)
+    r = {"model": name}
+    t_ours = timed(lambda: ours(model, b1, tokens), repeat)
+    t_hf = timed(lambda: hf_generate(model, b1, tokens, False), repeat)
+    t_hf_static = timed(lambda: hf_generate(model, b1, tokens, True), repeat)
+    r["ours_tok_s"] = tokens / t_ours
+    r["hf_tok_s"] = tokens / t_hf
+    r["hf_static_tok_s"] = tokens / t_hf_static
+    n = 10 if name == "qwen0.5b" else 40
+    for ctx in (10, 500, 2000):
+        r[f"step_ms@{ctx}"] = 1000 * step_latency(model, ctx, n)
+    b8 = t2t_batch(model, [8 + 3 * i for i in range(8)])
+    t8 = timed(lambda: ours(model, b8, tokens, batch_size=8), 1)
+    t1 = timed(lambda: ours(model, b8, tokens, batch_size=1), 1)
+    r["b8_tok_s"], r["b1x8_tok_s"] = 8 * tokens / t8, 8 * tokens / t1
+    r["ratio_vs_generate"] = r["ours_tok_s"] / max(r["hf_tok_s"], r["hf_static_tok_s"])
+    r["ratio_step_2000_vs_10"] = r["step_ms@2000"] / r["step_ms@10"]
+    r["ratio_b8_vs_b1"] = r["b8_tok_s"] / r["b1x8_tok_s"]
+    return r
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="tiny,qwen0.5b")
+    ap.add_argument("--tokens", type=int, default=100, help="ids generated per run")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    rows = [bench(m, args.tokens, args.repeat) for m in args.models.split(",")]
+    for r in rows:
+        print(f"\n== {r['model']} (greedy text, {args.tokens} ids, {args.threads} threads)")
+        print(f"tokens/s batch 1: ours {r['ours_tok_s']:.1f} | generate() dynamic cache {r['hf_tok_s']:.1f}"
+              f" | generate() static cache {r['hf_static_tok_s']:.1f}")
+        print(f"step latency ms at 10 / 500 / 2000 positions: {r['step_ms@10']:.2f} / {r['step_ms@500']:.2f} / "
+              f"{r['step_ms@2000']:.2f}")
+        print(f"tokens/s batch 8: {r['b8_tok_s']:.1f} vs batch 1: {r['b1x8_tok_s']:.1f}")
+        print(f"RATIO ours/generate() {r['ratio_vs_generate']:.2f} (target >= 1) | step 2000/10 "
+              f"{r['ratio_step_2000_vs_10']:.2f} (target <= 1.5) | batch8/batch1 {r['ratio_b8_vs_b1']:.2f} (target >= 4)")
+    print("\n" + json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
