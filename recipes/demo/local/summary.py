@@ -19,7 +19,8 @@ import yaml
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 from osum_echat.train.checkpointing import latest_checkpoint  # noqa: E402
 
-STAGES = {1: "understanding", 2: "generation", 3: "empathy"}
+STAGES = {"1": "understanding", "2": "generation", "3_tag_think": "empathy, tag think",
+          "3_language_think": "empathy, language think"}
 ASR_ACC_TARGET = 0.90
 ASR_WER_TARGET = 0.20
 LOSS_RATIO_TARGET = 0.5
@@ -85,7 +86,7 @@ def main(exp_dir):
             kind = key.split("/", 1)[1]
             print(f"  {kind:28s} loss {start.get(key, float('nan')):7.3f} -> {end[key]:7.3f}   "
                   f"acc {start.get('acc/' + kind, float('nan')):.3f} -> {end['acc/' + kind]:.3f}")
-        if n == 1:
+        if n == "1":
             acc = end.get("acc", 0.0)
             met = acc > ASR_ACC_TARGET
             print(f"  ASR teacher-forced accuracy {acc:.3f} (target > {ASR_ACC_TARGET}): "
