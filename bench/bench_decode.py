@@ -136,9 +136,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = [bench(m, args.big_tokens if m == "qwen0.5b" else args.tokens, 1 if m == "qwen0.5b" else args.repeat)
-            for m in args.models.split(",")]
-    for r in rows:
+    rows = []
+    for m in args.models.split(","):
+        r = bench(m, args.big_tokens if m == "qwen0.5b" else args.tokens, 1 if m == "qwen0.5b" else args.repeat)
+        rows.append(r)
         print(f"\n== {r['model']} (greedy text, {r['tokens']} ids, {args.threads} threads)")
         print(f"tokens/s batch 1: ours {r['ours_tok_s']:.1f} | generate() dynamic cache {r['hf_tok_s']:.1f}"
               f" | generate() static cache {r['hf_static_tok_s']:.1f}")
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
               f"{r['step_ms@2000']:.2f}")
         print(f"tokens/s batch 8: {r['b8_tok_s']:.1f} vs batch 1: {r['b1x8_tok_s']:.1f}")
         print(f"RATIO ours/generate() {r['ratio_vs_generate']:.2f} (target >= 1) | step 2000/10 "
-              f"{r['ratio_step_2000_vs_10']:.2f} (target <= 1.5) | batch8/batch1 {r['ratio_b8_vs_b1']:.2f} (target >= 4)")
+              f"{r['ratio_step_2000_vs_10']:.2f} (target <= 1.5) | batch8/batch1 {r['ratio_b8_vs_b1']:.2f} (target >= 4)",
+              flush=True)
     print("\n" + json.dumps(rows))
     return 0
 
