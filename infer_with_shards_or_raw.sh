@@ -1,74 +1,103 @@
 #!/usr/bin/env bash
-# Batch inference over a raw / shard / combine list, split across processes, results merged in order.
+# Batch inference over a raw / shard / combine list, split over processes, merged in list order.
 #
 #   bash infer_with_shards_or_raw.sh --checkpoint exp/demo/stage1/final.pt \
-#        --data exp/demo/data/stage1_train.list --data_type raw --output exp/demo/infer/text
+#        --data exp/demo/data/lists/s1_asr.jsonl --output exp/demo/infer/text [--nj 2]
 #
-# Writes OUTPUT (key<TAB>text), OUTPUT.jsonl (text, think, speech tokens) and OUTPUT.wer (scores
-# against the list's reference texts). One process per GPU/NPU found (or --nj CPU processes).
+# Upstream's names work too: --test_data_path --infer_res_path --data_type --checkpoint_path
+# --cosyvoice_model_path --gpu_ids "0 1" --per_gpu_processes N. Paths are taken from the
+# working directory. Without --config, the train.yaml saved beside the checkpoint is used.
+# Processes: one per GPU/NPU in --gpu_ids (default: all found) x --per_gpu_processes; with no
+# accelerator, --per_gpu_processes (or --nj) CPU processes. Writes OUT (key<TAB>text), OUT.jsonl,
+# OUT.failed (key<TAB>reason), OUT.report.json, OUT.report.txt and, with --cosyvoice_model_path,
+# OUT_wavs/KEY.wav. Running the same command again resumes (see osum_echat/infer/batch.py).
 set -euo pipefail
-cd "$(dirname "$0")"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+here=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
+export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
+PYTHON=${PYTHON:-$( [ -x "$here/.venv/bin/python" ] && echo "$here/.venv/bin/python" || echo python3 )}
 
-config=conf/tiny_ct_config.yaml
-checkpoint=""
-data=""
-data_type=raw          # raw | shard | combine
-root=""                # folder that relative wav paths in a raw list are read against
-output=""
-device=""              # cuda | npu | cpu; empty = detect
-nj=""                  # processes; empty = one per GPU/NPU, or 1 on CPU
-extra=""               # more options for osum_echat.bin.infer, e.g. "--do_sample --top_k 10"
-help_message="usage: bash infer_with_shards_or_raw.sh --checkpoint CKPT --data LIST --output OUT [--config YAML] [--data_type raw|shard|combine] [--root DIR] [--device D] [--nj N] [--extra '...']"
-. tools/parse_options.sh
+config=""                 # default: train.yaml beside the checkpoint
+checkpoint=""; checkpoint_path=""
+data=""; test_data_path=""
+data_type=raw             # raw | shard | combine
+root=""                   # folder relative wav paths in the list are read against (default: the list's folder, then cwd)
+output=""; infer_res_path=""
+cosyvoice_model_path=""   # token2wav model: speech outputs rendered to OUT_wavs/KEY.wav
+device=""                 # cuda | npu | cpu; empty = detect
+gpu_ids=""                # "0 1": accelerators to use; empty = every one found
+per_gpu_processes=1       # processes per accelerator (CPU only: the number of processes)
+nj=""                     # total processes, overriding the two above
+num_workers=0             # dataloader workers per process
+extra=""                  # more options for osum_echat.bin.infer, e.g. "--greedy --decode_batch_size 8 --prompt '...'"
+help_message="usage: bash infer_with_shards_or_raw.sh --checkpoint CKPT --data LIST --output OUT [--config YAML]
+  [--data_type raw|shard|combine] [--root DIR] [--cosyvoice_model_path DIR] [--device D] [--gpu_ids '0 1']
+  [--per_gpu_processes N] [--nj N] [--num_workers N] [--extra '...']   (upstream's --test_data_path,
+  --infer_res_path, --checkpoint_path are accepted)"
+. "$here/tools/parse_options.sh"
 
+checkpoint=${checkpoint:-$checkpoint_path}; data=${data:-$test_data_path}; output=${output:-$infer_res_path}
 for v in checkpoint data output; do
   [ -n "${!v}" ] || { echo "error: --$v is required"; echo "$help_message"; exit 2; }
 done
 [ -f "$data" ] || { echo "error: data list '$data' not found"; exit 2; }
 [ -f "$checkpoint" ] || { echo "error: checkpoint '$checkpoint' not found"; exit 2; }
 
-accelerators=0
-if [ -z "$device" ] || [ "$device" = cuda ]; then
-  command -v nvidia-smi >/dev/null 2>&1 && accelerators=$(nvidia-smi -L 2>/dev/null | grep -c GPU || true)
-  [ "$accelerators" -gt 0 ] && device=${device:-cuda}
+ids=()
+if [ -n "$gpu_ids" ]; then
+  read -r -a ids <<< "$gpu_ids"; device=${device:-cuda}
+elif [ -z "$device" ] || [ "$device" = cuda ]; then
+  if command -v nvidia-smi >/dev/null 2>&1; then
+    n=$(nvidia-smi -L 2>/dev/null | grep -c GPU || true)
+    [ "$n" -gt 0 ] && { device=cuda; ids=($(seq 0 $((n - 1)))); }
+  fi
 fi
-if { [ -z "$device" ] || [ "$device" = npu ]; } && [ "$accelerators" -eq 0 ]; then
-  command -v npu-smi >/dev/null 2>&1 && accelerators=$(npu-smi info -l 2>/dev/null | grep -c "NPU ID" || true)
-  [ "$accelerators" -gt 0 ] && device=${device:-npu}
+if [ ${#ids[@]} -eq 0 ] && { [ -z "$device" ] || [ "$device" = npu ]; }; then
+  if command -v npu-smi >/dev/null 2>&1; then
+    n=$(npu-smi info -l 2>/dev/null | grep -c "NPU ID" || true)
+    [ "$n" -gt 0 ] && { device=npu; ids=($(seq 0 $((n - 1)))); }
+  fi
 fi
 device=${device:-cpu}
-[ -n "$nj" ] || nj=$(( accelerators > 0 ? accelerators : 1 ))
-
-split_dir=$(dirname "$output")/split$nj
-mkdir -p "$split_dir"
-# A combine list is read whole by every process (its entries are list files); others are split by line.
-if [ "$data_type" = combine ] || [ "$nj" -eq 1 ]; then
-  nj=1; cp "$data" "$split_dir/data.0"
-else
-  total=$(wc -l < "$data"); per=$(( (total + nj - 1) / nj ))
-  for ((i = 0; i < nj; i++)); do sed -n "$((i * per + 1)),$(((i + 1) * per))p" "$data" > "$split_dir/data.$i"; done
+if [ "$device" = cpu ]; then ids=(); procs=${nj:-$per_gpu_processes}; else procs=${nj:-$(( ${#ids[@]} * per_gpu_processes ))}; fi
+[ "$procs" -ge 1 ] || { echo "error: no processes to run (--nj / --per_gpu_processes must be >= 1)"; exit 2; }
+if [ "$device" = cpu ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+  export OMP_NUM_THREADS=$(( $(nproc) / procs > 0 ? $(nproc) / procs : 1 ))
 fi
 
-root_opt=(); [ -n "$root" ] && root_opt=(--root "$root")
-[ -n "$root" ] || [ "$data_type" != raw ] || root_opt=(--root "$(dirname "$data")")
+mkdir -p "$(dirname "$output")"
+split_dir="$output.split$procs"
+mkdir -p "$split_dir"; rm -f "$split_dir/.done"
+common=(--checkpoint "$checkpoint" --data_type "$data_type" --data "$data" --output "$output"
+        --num_workers "$num_workers")
+[ -n "$config" ] && common+=(--config "$config")
+[ -n "$root" ] && common+=(--root "$root")
+[ -n "$cosyvoice_model_path" ] && common+=(--cosyvoice_model_path "$cosyvoice_model_path")
+echo "decoding $data ($data_type) with $procs process(es) on $device; logs: $split_dir/log.N"
 pids=()
-for ((i = 0; i < nj; i++)); do
-  dev=$device; [ "$device" != cpu ] && dev="$device:$i"
-  $PYTHON -m osum_echat.bin.infer --config "$config" --checkpoint "$checkpoint" --data_type "$data_type" \
-    --data "$split_dir/data.$i" "${root_opt[@]}" --output "$split_dir/text.$i" --device "$dev" $extra \
-    > "$split_dir/log.$i" 2>&1 &
+for ((i = 0; i < procs; i++)); do
+  dev=$device
+  [ "$device" != cpu ] && dev="$device:${ids[$(( (i / per_gpu_processes) % ${#ids[@]} ))]}"
+  # shellcheck disable=SC2086  # $extra holds several options on purpose
+  $PYTHON -m osum_echat.bin.infer "${common[@]}" --device "$dev" --rank "$i" --world_size "$procs" --no_merge \
+    $extra > "$split_dir/log.$i" 2>&1 &
   pids+=($!)
 done
-failed=0
-for ((i = 0; i < nj; i++)); do
-  wait "${pids[$i]}" || { echo "error: process $i failed, see $split_dir/log.$i"; tail -3 "$split_dir/log.$i"; failed=1; }
-done
-[ $failed -eq 0 ] || exit 1
-: > "$output"; : > "$output.jsonl"
-for ((i = 0; i < nj; i++)); do
-  cat "$split_dir/text.$i" >> "$output"; cat "$split_dir/text.$i.jsonl" >> "$output.jsonl"
-done
-$PYTHON -m osum_echat.eval.report "$output.jsonl" | tee "$output.wer"
-echo "done: $output"
+$PYTHON -m osum_echat.infer.progress --output "$output" --world_size "$procs" --data "$data" --data_type "$data_type" &
+watcher=$!
+failed=()
+for ((i = 0; i < procs; i++)); do wait "${pids[$i]}" || failed+=("$i"); done
+touch "$split_dir/.done"; wait "$watcher" || true
+if [ ${#failed[@]} -gt 0 ]; then
+  last=""
+  for i in "${failed[@]}"; do  # one line per distinct error (a config error stops every process alike)
+    msg=$(grep -m1 "^error:" "$split_dir/log.$i" || tail -n 3 "$split_dir/log.$i")
+    [ "$msg" = "$last" ] || echo "process $i stopped: $msg   (log: $split_dir/log.$i)"
+    last=$msg
+  done
+  if ! grep -q "^error:" "$split_dir/log.${failed[0]}"; then
+    $PYTHON -m osum_echat.infer.results --output "$output" --world_size "$procs" || true
+    echo "the utterances of the stopped process(es) are in neither $output nor $output.failed: rerun the same command to resume"
+  fi
+  exit 1
+fi
+$PYTHON -m osum_echat.infer.results --output "$output" --world_size "$procs"

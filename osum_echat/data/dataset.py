@@ -43,7 +43,19 @@ Skip counts are per process: under DDP sum them over ranks.
 Modes: "train" applies shuffling, spec augmentation, task conversions and
 multi_num; "eval" and "infer" apply none of them (same data in the same order
 each time); "infer" also keeps samples the length filters would drop; "decode" is "infer" for
-decoding: samples lacking target-only fields (speech tokens, think_str) are kept.
+decoding (osum_echat/infer/batch.py, chat):
+  - samples lacking target-only fields (speech tokens, think_str) are kept;
+  - no content filter (banned_words, <NONE> targets) and no length filter (the decoder says
+    which audio is too long for the encoder);
+  - dialogues are not expanded into prefixes; read from a list, a tag not in the task table is
+    skipped as unknown_task (nothing says how to decode or score it);
+  - the user prompt is drawn by random.Random(f"{seed}\t{key}"): it depends only on the key and
+    the seed, never on how the list is split over processes and workers (`fixed_prompt` instead
+    gives every prompted sample that prompt);
+  - list samples whose key is in `skip_keys` (already decoded: resume) are passed over;
+  - a list with fewer entries than ranks (one big tar) is shared out sample by sample;
+  - each list sample's extra carries DECODE_INFO: {"pos": [list line, index in that line's tar],
+    "reference": the list's txt as written (tags kept, whatever think_mode)}.
 """
 from __future__ import annotations
 
@@ -55,12 +67,14 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, IterableDataset
 
+from .. import tasks as task_table
 from ..config import ConfigError, resolve_path
 from . import processors as P
 from .skips import SkipCounter
 from .sources import read_entries, read_entry
 
 MODES = ("train", "eval", "infer", "decode")
+DECODE_INFO = "_decode"  # key of the decode-mode info in each sample's extra (see above)
 
 
 def _dataset_conf(config: dict) -> dict:
@@ -96,7 +110,8 @@ class OsumDataset(IterableDataset):
 
     def __init__(self, config: dict, data_type: str, list_path: Optional[str], tokenizer, *, root: Optional[str] = None,
                  mode: str = "train", only=None, rank: Optional[int] = None,
-                 world_size: Optional[int] = None, counter: Optional[SkipCounter] = None):
+                 world_size: Optional[int] = None, counter: Optional[SkipCounter] = None,
+                 skip_keys=frozenset(), fixed_prompt: Optional[str] = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.conf = copy.deepcopy(_dataset_conf(config))
@@ -130,6 +145,9 @@ class OsumDataset(IterableDataset):
         self.epoch = 0
         recover = self.conf.get("data_recover", False)
         self.start_index = int((self.conf.get("data_recover_conf") or {}).get("start_idx", 0)) if recover else 0
+        self.skip_keys = frozenset(skip_keys)
+        if fixed_prompt is not None:
+            self.prompts = _FixedPrompt(fixed_prompt)
 
     # ---------------------------------------------------------------- work split
     def set_epoch(self, epoch: int, start_index: Optional[int] = None) -> None:
@@ -179,15 +197,17 @@ class OsumDataset(IterableDataset):
     # ---------------------------------------------------------------- pipeline
     def samples(self):
         """Sample dicts up to (and including) features and augmentation."""
+        if self.mode == "decode":
+            return self.process(self._decode_reads())
         entries = self.my_entries()
         return self.process(s for e in entries for s in read_entry(e, self.counter, self.root))
 
     def process(self, stream):
         """Source sample dicts (key, txt, task, extra, history, audio: path or bytes) through every
         stage up to features and augmentation."""
-        conf, counter, train = self.conf, self.counter, self.mode == "train"
+        conf, counter, train, decode = self.conf, self.counter, self.mode == "train", self.mode == "decode"
         expand = conf.get("expand_dialogue_prefix") or {}
-        if expand.get("enable", False):
+        if expand.get("enable", False) and not decode:
             stream = P.expand_dialogue_prefix(
                 stream, int(expand.get("max_turn", 0)), int(expand.get("min_turn", 1)),
                 bool(expand.get("keep_final", True)),
@@ -195,20 +215,22 @@ class OsumDataset(IterableDataset):
         tok_conf = (conf.get("other_tokenze_conf") or {}) if train else {}
         filter_conf, other, only = P.filter_options(conf, self.only)
         banned = filter_conf.pop("banned_words", P.OTHER_ASSISTANT_NAMES)
-        stream = P.tokenize(stream, self.tokenizer, counter, prompts=self.prompts,
-                            speech_token_num=self.speech_token_num, rng=self._tokenize_rng(), conf=tok_conf,
-                            think_mode=self.think_mode, banned_words=banned,
-                            targets_required=self.mode != "decode",
-                            note_missing_task=filter_conf.pop("filter_no_extra_info", False),
-                            limited_langs=(conf.get("language_conf") or {}).get("limited_langs"))
+        tok_kw = dict(prompts=self.prompts, speech_token_num=self.speech_token_num, conf=tok_conf,
+                      think_mode=self.think_mode, banned_words=() if decode else banned, targets_required=not decode,
+                      note_missing_task=filter_conf.pop("filter_no_extra_info", False),
+                      limited_langs=None if decode else (conf.get("language_conf") or {}).get("limited_langs"))
+        if decode:
+            stream = self._tokenize_per_key(stream, tok_kw)
+        else:
+            stream = P.tokenize(stream, self.tokenizer, counter, rng=self._tokenize_rng(), **tok_kw)
         stream = P.route(stream, counter, only)
         stream = P.load_audio(stream, counter)
         if self.mode in ("infer", "decode"):
             filter_conf = {"max_length": float("inf"), "min_length": 0, "token_max_length": float("inf"),
                            "token_min_length": 0, "max_seq_len": 0}
         stream = P.filter_samples(stream, counter,
-                                  fiter_txt_is_None=other.get("fiter_txt_is_None", False),
-                                  check_speech_ratio=self.mode != "decode", **filter_conf)
+                                  fiter_txt_is_None=other.get("fiter_txt_is_None", False) and not decode,
+                                  check_speech_ratio=not decode, **filter_conf)
         stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}))
         feats_type = conf.get("feats_type", "log_mel_spectrogram")
         feat_conf = dict(conf.get("log_mel_spectrogram_conf") or {})
@@ -222,6 +244,45 @@ class OsumDataset(IterableDataset):
                 if conf.get(name, False):
                     stream = fn(stream, self._rng(stage), **(conf.get(f"{name}_conf") or {}))
         return stream
+
+    def _decode_reads(self):
+        """Decode mode: list position and raw reference kept, done keys passed over, unknown tags
+        failed. With fewer list entries (tars, combine pairs) than ranks, the samples are shared out
+        instead: every rank reads every entry and keeps sample j of entry i when (i + j) % ranks is its own."""
+        rank, world = self._rank_world()
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        order = self.epoch_order()
+        by_sample = len(order) < world
+        for i in (order if by_sample else order[rank::world])[worker::workers]:
+            entry = self.entries[i]
+            line = entry.where.rsplit(":", 1)[-1]
+            line = int(line) if line.isdigit() else 0
+            for j, sample in enumerate(read_entry(entry, self.counter, self.root)):
+                if by_sample and (i + j) % world != rank:
+                    continue
+                key = str(sample.get("key"))
+                if key in self.skip_keys:
+                    continue
+                tag = task_table.normalize_tag(sample.get("task") or task_table.DEFAULT_TASK)
+                if task_table.get_task(tag) is None:
+                    self.counter.skip("unknown_task", sample.get("src", entry.where), key,
+                                      f"task {tag!r} is not in the task table (osum_echat/tasks.py)")
+                    continue
+                if entry.kind != "raw":  # messages name the user's list line, then the tar
+                    sample["src"] = f"{entry.where} {sample.get('src', '')}"
+                sample["_decode"] = {"pos": [line, j], "reference": str(sample.get("txt") or "")}
+                yield sample
+
+    def _tokenize_per_key(self, stream, tok_kw):
+        """Decode mode: each sample tokenized with a generator seeded by (seed, key) alone."""
+        for sample in stream:
+            rng = random.Random(f"{self.seed}\t{sample.get('key')}")
+            for out in P.tokenize(iter([sample]), self.tokenizer, self.counter, rng=rng, **tok_kw):
+                info = out.pop("_decode", None)
+                if info is not None:
+                    out["extra"][DECODE_INFO] = info
+                yield out
 
     def batches(self, stream):
         conf = self.conf
@@ -241,6 +302,20 @@ class OsumDataset(IterableDataset):
     def note_counts(self) -> dict:
         """Samples kept but noted, e.g. {"unknown_task": 2} (data/skips.py NOTES)."""
         return self.counter.notes()
+
+
+class _FixedPrompt(dict):
+    """A prompt table giving every task tag the same single prompt."""
+
+    def __init__(self, prompt: str):
+        super().__init__()
+        self.prompt = prompt
+
+    def __contains__(self, tag) -> bool:
+        return True
+
+    def get(self, tag, default=None):
+        return [self.prompt]
 
 
 def build_dataset(config: dict, data_type: str, data_lists, tokenizer, *, root: Optional[str] = None,

@@ -4,7 +4,9 @@
 #   bash recipes/demo/run.sh --stage 2       (redo stages 2 and 3 only)
 # Stages: 0 synthesise the demo data (espeak-ng) | 1 understanding | 2 generation |
 #         3 empathy | 4 summary. Each training stage writes $dir/stageN/ with checkpoints,
-#         train.yaml, tensorboard/ and final.pt, which the next stage starts from.
+#         train.yaml, tensorboard/ and final.pt, which the next stage starts from. Stage 3 runs once
+#         per think style ($dir/stage3_{tag,language}_think/), as upstream releases them:
+#         $dir/tag_think_final.pt and $dir/language_think_final.pt.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -40,19 +42,19 @@ if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
     --codebook_size $((speech_token_num - 1)) --data_type "$data_type"
 fi
 
-train_stage() {  # name number [checkpoint]
-  local name=$1 n=$2 init=${3:-}
-  "$PYTHON" -m osum_echat.train.data_lists "$data/conf/stage${n}_cv.yaml" "$dir/stage$n/data/cv.list"
+train_stage() {  # name number [checkpoint] [variant: stage folder and data yamls stageN_VARIANT]
+  local name=$1 n=$2 init=${3:-} s=$2${4:+_$4}
+  "$PYTHON" -m osum_echat.train.data_lists "$data/conf/stage${s}_cv.yaml" "$dir/stage$s/data/cv.list"
   local data_args=()
   for d in s2t t2s s2s t2t; do
-    grep -q path "$data/conf/stage${n}_$d.yaml" && data_args+=(--data_$d "$data/conf/stage${n}_$d.yaml")
+    grep -q path "$data/conf/stage${s}_$d.yaml" && data_args+=(--data_$d "$data/conf/stage${s}_$d.yaml")
   done
   SECONDS=0
-  bash train.sh --config "$conf/stage${n}_$name.yaml" --dir "$dir/stage$n" --data_type "$data_type" \
-    "${data_args[@]}" --cv_data "$dir/stage$n/data/cv.list" --device cpu --use_amp false \
+  bash train.sh --config "$conf/stage${n}_$name.yaml" --dir "$dir/stage$s" --data_type "$data_type" \
+    "${data_args[@]}" --cv_data "$dir/stage$s/data/cv.list" --device cpu --use_amp false \
     --train_engine "$train_engine" --nproc_per_node "$nproc_per_node" --num_workers 1 --prefetch 8 \
-    ${init:+--checkpoint "$init"} 2>&1 | tee "$dir/stage$n.log"
-  echo "$0: stage $n ($name) took ${SECONDS}s" | tee -a "$dir/stage$n.log"
+    ${init:+--checkpoint "$init"} 2>&1 | tee "$dir/stage$s.log"
+  echo "$0: stage $s ($name) took ${SECONDS}s" | tee -a "$dir/stage$s.log"
 }
 
 mkdir -p "$dir"
@@ -67,7 +69,13 @@ if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
     2>&1 | tee "$dir/stage2_render.log" || echo "$0: rendering stage 2's speech: NOT met (see $dir/stage2_render.log)"
 fi
 if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
-  train_stage empathy 3 "$dir/stage2/final.pt"
+  # one checkpoint per think style, as upstream releases them (tag_think_final.pt, language_think_final.pt)
+  [ -f "$data/conf/stage3_tag_think_s2s.yaml" ] || "$PYTHON" recipes/demo/local/prepare_data.py \
+    --out_dir "$data" --data_type "$data_type" --yamls_only
+  for style in tag_think language_think; do
+    train_stage empathy 3 "$dir/stage2/final.pt" $style
+    cp "$dir/stage3_$style/final.pt" "$dir/${style}_final.pt"
+  done
 fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
   "$PYTHON" recipes/demo/local/summary.py "$dir"

@@ -37,6 +37,7 @@ def wavs(tmp_path_factory):
     bad.write_text("this is not audio\n")
     return {"q": write_tone(d / "q.wav"), "q2": write_tone(d / "q2.wav", 1.5, freq=500.0),
             "stereo8k": write_tone(d / "stereo8k.wav", 1.0, 8000, 2), "long": write_tone(d / "long.wav", 31.0),
+            "long8k": write_tone(d / "long8k.wav", 31.0, 8000),  # 0.5 MB: under the page's upload limit
             "not_audio": str(bad)}
 
 

@@ -36,16 +36,22 @@ def test_list_tasks_needs_no_model(repo_root):
     assert "prompt examples: Listen to the audio" in r.stdout.split("<TRANSCRIBE>\n")[1].split("\n<")[0]
 
 
-def test_one_request_writes_tokens(chat, repo_root, tiny_checkpoints, wavs, tmp_path):
+def test_one_request_writes_tokens_and_wav(chat, repo_root, tiny_checkpoints, tiny_token2wav, wavs, tmp_path):
+    import soundfile as sf
+
     config, ckpt, _ = tiny_checkpoints
-    r = chat(repo_root, "--config", config, "--checkpoint", ckpt, "--task", "<S2TCHAT> <TEXT2TOKEN> <THINK>",
+    r = chat(repo_root, "--config", config, "--checkpoint", ckpt, "--token2wav_dir", tiny_token2wav,
+             "--task", "<S2TCHAT> <TEXT2TOKEN> <THINK>",
              "--wav", wavs["stereo8k"], "--output_dir", str(tmp_path), "--max_text_tokens", "5",
              "--max_speech_tokens", "9")
     assert r.returncode == 0, r.stderr
     assert "task: <S2TCHAT> <TEXT2TOKEN> <THINK> (speech2text_token_think)" in r.stdout
     assert "answer:" in r.stdout and "note: audio has 2 channels: mixed to mono" in r.stdout
     saved = json.loads((tmp_path / "turn_1.json").read_text())
-    assert saved["output_type"] == "speech2text_token_think" and 0 < len(saved["speech_tokens"]) <= 5 + 9
+    assert saved["output_type"] == "speech2text_token_think" and 0 < len(saved["speech_tokens"]) <= 9
+    audio, rate = sf.read(tmp_path / "turn_1.wav")
+    assert rate == 22050 and len(audio) == 256 * (len(saved["speech_tokens"]) * 22050 // (25 * 256))
+    assert "first_audio" in saved["timings"] and f"wrote {tmp_path / 'turn_1.wav'}" in r.stdout
 
 
 def test_interactive_is_one_conversation(chat, repo_root, tiny_checkpoints, wavs):

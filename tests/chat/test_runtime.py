@@ -48,7 +48,8 @@ def test_request_goes_through_the_data_pipeline_like_a_list(pipe, wavs, tmp_path
     """The single-utterance batch is what decoding a raw list gives (same prompt ids, features)."""
     from osum_echat.data.dataset import build_dataset, one_by_one_config
 
-    line = {"key": "u", "wav": wavs["stereo8k"], "txt": "", "task": "<EMOTION>"}
+    # the user prompt is drawn by key and seed: the list line carries the request's key
+    line = {"key": "request", "wav": wavs["stereo8k"], "txt": "", "task": "<EMOTION>"}
     (tmp_path / "d.list").write_text(json.dumps(line) + "\n")
     listed = next(iter(build_dataset(one_by_one_config(pipe.config), "raw", str(tmp_path / "d.list"),
                                      tiny_tokenizer, mode="decode")))

@@ -72,7 +72,8 @@ def page_server(tiny_checkpoints, tiny_token2wav, tmp_path, repo_root):
     # sampling so that the random model writes visible text; short caps keep a turn well under a second
     proc = subprocess.Popen([sys.executable, "-m", "osum_echat.bin.demo_web", "--config", config, "--checkpoint", a,
                              "--checkpoint_b", b, "--token2wav_dir", tiny_token2wav, "--port", str(port), "--max_text_tokens", "8",
-                             "--max_speech_tokens", "30", "--do_sample", "true", "--seed", "3"],
+                             "--max_speech_tokens", "30", "--do_sample", "true", "--seed", "3",
+                             "--max_file_size", "600kb"],
                             cwd=repo_root, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     url = f"http://127.0.0.1:{port}/"
@@ -134,11 +135,13 @@ def test_two_speech_turns_in_a_real_browser(page_server, wavs, tmp_path):
         other.wait_for_selector("#user_audio audio, #user_audio canvas", state="attached", timeout=30_000)
         send_and_wait(other, "0 history turn(s)")
 
-        for bad, error in (("long", "error: audio_too_long"), ("not_audio", "error: not_audio")):
+        for bad, error in (("long8k", "error: audio_too_long"), ("not_audio", "error: not_audio")):
             page.locator("#user_audio button[aria-label='Clear']").first.click()
             page.locator("#user_audio input[type=file]").set_input_files(wavs[bad])
             send_and_wait(page, error)
         page.locator("#user_audio button[aria-label='Clear']").first.click()
+        page.locator("#user_audio input[type=file]").set_input_files(wavs["long"])  # 1 MB: over the limit
+        page.get_by_text("exceed the maximum allowed size").first.wait_for(timeout=30_000)
         page.locator("#user_audio input[type=file]").set_input_files(wavs["q"])
         send_and_wait(page, "2 history turn(s)")  # still serving; failed turns left the history alone
         page.click("#reset")

@@ -190,3 +190,32 @@ def test_both_weight_norm_forms_and_generator_prefix_give_the_same_weights():
     conv = torch.nn.utils.parametrizations.weight_norm(torch.nn.ConvTranspose1d(4, 3, 5))
     g, v = conv.parametrizations.weight.original0, conv.parametrizations.weight.original1
     assert torch.equal(torch._weight_norm(v, g, 0), conv.weight)
+
+
+def test_relative_position_pieces_follow_the_spec():
+    """rel_shift picks, for query i and key j, the score of relative position i - j; the table holds
+    positions T-1 .. -(T-1) with sin on even and cos on odd channels (spec §3.3)."""
+    from osum_echat.token2wav.conformer import EspnetRelPositionalEncoding, RelPositionMultiHeadedAttention
+
+    t = 6
+    bd = torch.randn(1, 2, t, 2 * t - 1)
+    shifted = RelPositionMultiHeadedAttention.rel_shift(bd)
+    for i in range(t):
+        for j in range(t):
+            assert torch.equal(shifted[0, :, i, j], bd[0, :, i, t - 1 - (i - j)])
+    _, pe = EspnetRelPositionalEncoding(8)(torch.zeros(1, t, 8))
+    rel = torch.arange(t - 1, -t, -1, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, 8, 2, dtype=torch.float64) * -(torch.log(torch.tensor(1e4)) / 8))
+    assert torch.allclose(pe[0, :, 0::2].double(), torch.sin(rel * freq), atol=1e-6)
+    assert torch.allclose(pe[0, :, 1::2].double(), torch.cos(rel * freq), atol=1e-6)
+
+
+def test_cosine_schedule_and_mel_lengths():
+    from osum_echat.token2wav.token2wav import Token2Wav
+
+    flow, _ = Token2Wav.build(tiny_config())
+    t = flow.decoder.t_span(10, torch.zeros(1))
+    expect = 1 - torch.cos(torch.linspace(0, 1, 11) * torch.pi / 2)
+    assert torch.allclose(t, expect) and t[0] == 0 and abs(float(t[-1]) - 1) < 1e-6
+    assert [flow.mel_frames(n) for n in (0, 1, 25, 128, 4480)] == [0, 3, 86, 441, 15435]
+    assert flow.edge_frames() == 68          # 20 tokens at 25 Hz -> int(0.8 s * 22050 / 256)

@@ -11,7 +11,9 @@ Written under --out_dir (default exp/demo/data):
   lists/NAME.jsonl                  upstream "raw" lists (key, txt, wav, extra, task)
   shards/NAME/shards_000000000.tar  upstream WeNet shards of the same samples
   shards/NAME/shards_list.txt
-  conf/stageN_{s2t,t2s,s2s,t2t}.yaml  data yamls (name: {path, weight}) per stage
+  conf/stageN_{s2t,t2s,s2s,t2t,cv}.yaml  data yamls (name: {path, weight}) per stage; stage 3
+                                    once per think style: stage3_{tag,language}_think_*.yaml
+--yamls_only rewrites the data yamls of existing data (no synthesis).
 """
 import argparse
 import io
@@ -234,9 +236,12 @@ STAGE_DATA = {
     1: {"s2t": {"s1_asr": 1, "s1_asr_p": 1}, "cv": {"s1_asr": 1}},
     2: {"t2s": {"s2_tts": 1}, "s2s": {"s2_s2s": 2}, "t2t": {"s2_t2t": 2},
         "cv": {"s2_tts": 1, "s2_s2s": 1, "s2_t2t": 1}},
-    3: {"s2s": {"s3_s2s_think_tag": 1, "s3_s2s_think_nl": 1},
-        "s2t": {"s3_s2t_think_tag": 1, "s3_s2t_think_nl": 1},
-        "cv": {"s3_s2s_think_nl": 1, "s3_s2t_think_nl": 1}},
+    # upstream releases one stage-3 checkpoint per think style (tag_think_final.pt,
+    # language_think_final.pt): trained together, one task tag would pick a style at random
+    "3_tag_think": {"s2s": {"s3_s2s_think_tag": 1}, "s2t": {"s3_s2t_think_tag": 1},
+                    "cv": {"s3_s2s_think_tag": 1, "s3_s2t_think_tag": 1}},
+    "3_language_think": {"s2s": {"s3_s2s_think_nl": 1}, "s2t": {"s3_s2t_think_nl": 1},
+                         "cv": {"s3_s2s_think_nl": 1, "s3_s2t_think_nl": 1}},
 }
 
 
@@ -257,11 +262,17 @@ def write_data_yamls(out_dir, data_type):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out_dir", default="exp/demo/data")
-    parser.add_argument("--codebook_size", type=int, required=True,
+    parser.add_argument("--codebook_size", type=int,
                         help="demo speech tokens lie in [0, codebook_size); use speech_token_num - 1")
     parser.add_argument("--data_type", choices=["raw", "shard"], default="shard",
                         help="which format the stage data yamls point at (both are written)")
+    parser.add_argument("--yamls_only", action="store_true", help="only rewrite the data yamls")
     args = parser.parse_args()
+    if args.yamls_only:
+        write_data_yamls(args.out_dir, args.data_type)
+        return
+    if args.codebook_size is None:
+        parser.error("--codebook_size is required")
     check_espeak()
     b = Builder(args.out_dir, args.codebook_size)
     lists = {**stage1_samples(b), **stage2_samples(b), **stage3_samples(b)}

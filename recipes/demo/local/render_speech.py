@@ -16,6 +16,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def decode_speech(stage_dir: Path, lists: list, num: int, out_dir: Path) -> list
     from osum_echat.models.checkpoint import load_checkpoint
     from osum_echat.tokenizer import load_tokenizer
 
+    shutil.rmtree(out_dir, ignore_errors=True)  # batch inference resumes: start from nothing for this model
     out_dir.mkdir(parents=True, exist_ok=True)
     picked = out_dir / "render.list"
     with open(picked, "w", encoding="utf-8") as f:

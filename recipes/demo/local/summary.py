@@ -11,6 +11,7 @@ start") is not met.
 """
 import json
 import os
+import shutil
 import sys
 
 import yaml
@@ -18,7 +19,8 @@ import yaml
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
 from osum_echat.train.checkpointing import latest_checkpoint  # noqa: E402
 
-STAGES = {1: "understanding", 2: "generation", 3: "empathy"}
+STAGES = {"1": "understanding", "2": "generation", "3_tag_think": "empathy, tag think",
+          "3_language_think": "empathy, language think"}
 ASR_ACC_TARGET = 0.90
 ASR_WER_TARGET = 0.20
 LOSS_RATIO_TARGET = 0.5
@@ -39,6 +41,7 @@ def greedy_asr(stage_dir):
     model = build_model(config, device="cpu", tokenizer=tokenizer)
     load_checkpoint(model, os.path.join(stage_dir, "final.pt"), strict=True)
     output = os.path.join(stage_dir, "greedy_asr", "text")
+    shutil.rmtree(os.path.dirname(output), ignore_errors=True)  # a rerun would resume an older model's results
     with torch.no_grad():
         summary = run(model.eval(), tokenizer, config, config["train_conf"]["data_type"],
                       os.path.join(stage_dir, "data", "cv.list"), output)
@@ -52,12 +55,12 @@ def report_greedy_asr(stage_dir):
         print(f"  ASR greedy decoding: no final.pt in {stage_dir} (training did not finish): NOT met")
         return False
     summary, records, output = greedy_asr(stage_dir)
-    if "wer" not in summary:
-        print(f"  ASR greedy decoding: nothing scored ({summary}): NOT met")
+    wer = ((summary["metrics"].get("transcription") or {}).get("wer") or {}).get("wer")
+    if wer is None:
+        print(f"  ASR greedy decoding: nothing scored ({summary['listed']} listed, failed {summary['failed']}): NOT met")
         return False
-    first_word = sum(r["text"].split()[:1] == r["ref"].split()[:1] for r in records) / len(records)
-    exact = sum(r["text"].strip() == r["ref"].strip() for r in records)
-    wer = summary["wer"]
+    first_word = sum(r["text"].split()[:1] == r["reference"].split()[:1] for r in records) / len(records)
+    exact = sum(r["text"].strip() == r["reference"].strip() for r in records)
     met = wer < ASR_WER_TARGET
     print(f"  ASR greedy decoding of the same {len(records)} utterances: first word right "
           f"{first_word:.3f}, exact {exact}/{len(records)}, WER {wer:.3f} "
@@ -83,7 +86,7 @@ def main(exp_dir):
             kind = key.split("/", 1)[1]
             print(f"  {kind:28s} loss {start.get(key, float('nan')):7.3f} -> {end[key]:7.3f}   "
                   f"acc {start.get('acc/' + kind, float('nan')):.3f} -> {end['acc/' + kind]:.3f}")
-        if n == 1:
+        if n == "1":
             acc = end.get("acc", 0.0)
             met = acc > ASR_ACC_TARGET
             print(f"  ASR teacher-forced accuracy {acc:.3f} (target > {ASR_ACC_TARGET}): "
