@@ -93,8 +93,11 @@ def measure(checkpoint: str, shape: str) -> dict:
     load_s = time.perf_counter() - start
     batch = make_batch(shape, tokenizer, config["speech_token_num"])
     seen = {}
-    model.base_llm().model.register_forward_pre_hook(
-        lambda m, a, kw: seen.setdefault("shape", tuple(kw["inputs_embeds"].shape[:2])), with_kwargs=True)
+
+    def record(module, args, kwargs):
+        seen.setdefault("shape", tuple(kwargs["inputs_embeds"].shape[:2]))
+
+    model.base_llm().model.register_forward_pre_hook(record, with_kwargs=True)
     start = time.perf_counter()
     out = model(batch)
     forward_s = time.perf_counter() - start

@@ -2,7 +2,8 @@
 
 A checkpoint called TAG (e.g. `step_1250`, `epoch_0`) in the model dir is
   TAG.pt        model weights only: a plain state dict, the upstream .pt format
-  TAG.state.pt  optimizer / scheduler / RNG state (only when save_states asks)
+  TAG.state.pt  optimizer / scheduler state (only when save_states asks)
+  TAG.rng.pt    python / numpy / torch (and accelerator) RNG state of every rank
   TAG/          DeepSpeed engine directory (deepspeed engine only)
   TAG.yaml      step, epoch, data position, cv losses and the resolved config
 Every file is written to a temporary name and renamed, and TAG.yaml is written
@@ -14,8 +15,10 @@ from __future__ import annotations
 import glob
 import os
 import re
+import random
 import shutil
 
+import numpy as np
 import torch
 import yaml
 
@@ -43,8 +46,39 @@ def atomic_write_yaml(data: dict, path: str) -> None:
 
 def paths(model_dir: str, tag: str) -> dict:
     base = os.path.join(model_dir, tag)
-    return {"model": base + ".pt", "state": base + ".state.pt", "ds_dir": base,
+    return {"model": base + ".pt", "state": base + ".state.pt", "rng": base + ".rng.pt", "ds_dir": base,
             "info_path": base + ".yaml"}
+
+
+def rng_state() -> dict:
+    """This process's global RNG states (dropout, LoRA dropout and anything else
+    drawing from the global generators; the data pipeline seeds its own)."""
+    name, keys, *rest = np.random.get_state()
+    # as tensors and plain numbers, so weights_only loading accepts it
+    out = {"python": random.getstate(), "torch": torch.get_rng_state(),
+           "numpy": [name, torch.from_numpy(keys.astype(np.int64)), *rest]}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    npu = getattr(torch, "npu", None)
+    if npu is not None and npu.is_available():
+        out["npu"] = npu.get_rng_state_all()
+    return out
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    npu = getattr(torch, "npu", None)
+    if "npu" in state and npu is not None and npu.is_available():
+        npu.set_rng_state_all(state["npu"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def write_info(model_dir: str, tag: str, info: dict) -> None:
@@ -86,7 +120,7 @@ def latest_checkpoint(model_dir: str) -> dict | None:
 
 def remove_checkpoint(ckpt: dict) -> None:
     os.remove(ckpt["info_path"])  # un-commit first, then drop the payload
-    for key in ("model", "state"):
+    for key in ("model", "state", "rng"):
         if os.path.exists(ckpt[key]):
             os.remove(ckpt[key])
     if os.path.isdir(ckpt["ds_dir"]):

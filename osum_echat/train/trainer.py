@@ -8,7 +8,9 @@ no rank repeats data (the dataset splits its lists across ranks x workers).
 Progress is counted in optimizer updates (`step`). A checkpoint records step,
 epoch and `batch_idx` (micro-batches this rank consumed in the epoch): resume
 replays the epoch's seeded data order and drops that many batches, so training
-continues from the exact data position.
+continues from the exact data position. Every rank's global RNG state
+(python, numpy, torch, accelerator) is saved beside it (TAG.rng.pt) and
+restored on resume, so dropout masks go on as in an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -120,6 +122,15 @@ class Meter:
         return out
 
 
+def gather_objects(obj) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    if world_size() == 1:
+        return [obj]
+    gathered = [None] * world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
 def gather_kinds(kinds: list[str]) -> list[str]:
     gathered = [None] * world_size()
     dist.all_gather_object(gathered, kinds)
@@ -155,6 +166,7 @@ class Trainer:
         self.cv_at_start = bool(train_conf.get("cv_at_start", True))
         self.state = TrainState()
         self._consecutive_nan = 0
+        self._pending_rng = None  # RNG state to restore once the resumed epoch is positioned
         os.makedirs(model_dir, exist_ok=True)
 
     # -- resume ------------------------------------------------------------
@@ -179,9 +191,28 @@ class Trainer:
         if int(info.get("world_size", world_size())) != world_size():
             logger.warning("%s was written by %s processes, now %d: the data position is "
                            "approximate", ckpt["tag"], info.get("world_size"), world_size())
+        self._pending_rng = self._saved_rng(ckpt)
         logger.info("resumed from %s: step %d, epoch %d, batch %d", ckpt["tag"],
                     self.state.step, self.state.epoch, self.state.batch_idx)
         return True
+
+    def _saved_rng(self, ckpt: dict):
+        """This rank's RNG state from the checkpoint (None, with a warning, when absent)."""
+        if not os.path.exists(ckpt["rng"]):
+            logger.warning("%s has no RNG state (written by an older version): dropout masks "
+                           "after resume differ from an uninterrupted run", ckpt["tag"])
+            return None
+        ranks = torch.load(ckpt["rng"], map_location="cpu", weights_only=True)["ranks"]
+        if len(ranks) != world_size():
+            logger.warning("%s holds RNG state of %d ranks, now %d: not restored", ckpt["tag"],
+                           len(ranks), world_size())
+            return None
+        return ranks[rank()]
+
+    def _restore_rng(self) -> None:
+        if self._pending_rng is not None:
+            ckpt_io.set_rng_state(self._pending_rng)
+            self._pending_rng = None
 
     def start_at_step(self, step: int) -> None:
         """Continue the step count (and lr schedule) of an initial checkpoint (init_step: false)."""
@@ -214,6 +245,8 @@ class Trainer:
         st = self.state
         if hasattr(self.train_dataset, "set_epoch"):
             self.train_dataset.set_epoch(st.epoch)
+        if st.batch_idx == 0:  # saved at an epoch end: before this epoch's loader started
+            self._restore_rng()
         batches = iter(self.train_loader)
         if st.batch_idx:  # resume: replay this epoch's order, drop what was trained on
             t0 = time.monotonic()
@@ -222,6 +255,7 @@ class Trainer:
                     break
             logger.info("resume: skipped %d batches of epoch %d in %.1fs", st.batch_idx, st.epoch,
                         time.monotonic() - t0)
+        self._restore_rng()  # saved mid-epoch: after the epoch's loader started, as here
         start_idx = st.batch_idx
         meter = Meter()
         self.engine.model.train()
@@ -344,6 +378,9 @@ class Trainer:
             for k, v in cv.items():
                 self.writer and self.writer.add_scalar(f"cv/{k}", v, self.state.step)
         self.engine.save(self.model_dir, tag, self.save_states)
+        rngs = gather_objects(ckpt_io.rng_state())
+        if rank() == 0:
+            ckpt_io.atomic_torch_save({"ranks": rngs}, ckpt_io.paths(self.model_dir, tag)["rng"])
         if world_size() > 1:
             dist.barrier()
         if rank() == 0:

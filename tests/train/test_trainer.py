@@ -1,6 +1,9 @@
 """Trainer logic on a toy model: exact resume, NaN handling, retention, atomic files."""
 import os
+import random
 import sys
+
+import numpy as np
 
 import pytest
 import torch
@@ -51,6 +54,48 @@ def test_resume_continues_exactly(tmp_path, num_batches, per_epoch):
     assert not torch.equal(params(straight)["lin.weight"], ToyModel().lin.weight)
 
 
+class NoisyToyModel(ToyModel):
+    """Draws from the torch, numpy and python global generators every step (dropout-like)."""
+
+    def forward(self, batch):
+        out = super().forward(batch)
+        scale = 1 + float(np.random.rand()) + random.random()
+        out["loss"] = torch.nn.functional.dropout(out["loss"].expand(4), 0.5).mean() * scale
+        return out
+
+
+@pytest.mark.parametrize("stop_at", [8, 6])  # mid-epoch, and exactly at the epoch end
+def test_resume_restores_every_rng(tmp_path, stop_at):
+    def trainer(model_dir, **conf):
+        t = make_trainer(model_dir, ToyDataset(12), **conf)
+        random.seed(0), np.random.seed(0), torch.manual_seed(0)  # as train.py's seed_everything
+        t.engine.module.load_state_dict(NoisyToyModel().state_dict())
+        t.engine.module.__class__ = NoisyToyModel
+        return t
+
+    straight = trainer(tmp_path / "a")
+    straight.fit()
+    first = trainer(tmp_path / "b", max_steps=stop_at)
+    first.fit()
+    assert os.path.exists(tmp_path / "b" / f"step_{stop_at}.rng.pt")
+    second = trainer(tmp_path / "b")
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)  # whatever the new process would have
+    assert second.resume()
+    second.fit()
+    for k, v in params(straight).items():
+        torch.testing.assert_close(params(second)[k], v, rtol=0, atol=1e-6)
+    # without the saved state the continuation differs: the test can fail
+    for rng_file in (tmp_path / "b").glob("*.rng.pt"):
+        rng_file.unlink()
+    for c in ckpt_io.list_checkpoints(str(tmp_path / "b")):
+        if c["info"]["step"] > stop_at:
+            ckpt_io.remove_checkpoint(c)
+    third = trainer(tmp_path / "b")
+    assert third.resume()
+    third.fit()
+    assert not torch.equal(params(third)["lin.weight"], params(straight)["lin.weight"])
+
+
 def test_resume_picks_newest_complete_checkpoint_and_cleans_debris(tmp_path):
     t = make_trainer(tmp_path, ToyDataset(), max_epoch=1)
     t.fit()
@@ -72,8 +117,8 @@ def test_keep_newest_n(tmp_path):
     tags = [c["tag"] for c in ckpt_io.list_checkpoints(str(tmp_path))]
     assert tags == ["step_12", "epoch_0"]
     assert sorted(os.listdir(tmp_path)) == sorted(
-        ["step_12.pt", "step_12.state.pt", "step_12.yaml", "epoch_0.pt", "epoch_0.state.pt",
-         "epoch_0.yaml", "final.pt"])
+        ["step_12.pt", "step_12.state.pt", "step_12.rng.pt", "step_12.yaml", "epoch_0.pt", "epoch_0.state.pt",
+         "epoch_0.rng.pt", "epoch_0.yaml", "final.pt"])
 
 
 def test_nan_batches_are_skipped_and_counted(tmp_path):
