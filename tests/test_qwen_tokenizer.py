@@ -144,16 +144,16 @@ def upstream_root(shared_dir, tmp_path):
 
 
 def test_full_size_training_batches_through_it(qwen_dir, shared_dir, upstream_root, tok):
-    """The full-size config in train mode (dynamic batches of max_seq_in_batch 3700, multi_num 2,
-    spec_aug, task conversions) over upstream's sample list, tokenized by the real tokenizer."""
+    """The full-size config in train mode (dynamic batches of max_seq_in_batch 3700, spec_aug, task
+    conversions) over upstream's sample list, tokenized by the real tokenizer."""
     from osum_echat.config import load_config
     from osum_echat.data.dataset import build_dataset
 
-    cfg = load_config("conf/ct_config.yaml", [f"llm_path={qwen_dir}"])
+    cfg = load_config("conf/ct_config.yaml", [f"llm_path={qwen_dir}", "dataset_conf.multi_num=1"])
     ds = build_dataset(cfg, "raw", str(shared_dir / "upstream_fake_data/raw/data.list"), tok,
                        root=str(upstream_root), mode="train", rank=0, world_size=1)
     batches = list(ds)
-    assert sum(len(b.keys) for b in batches) == 20 and ds.skip_counts() == {}
-    assert len(batches) > 1  # 20 samples of ~700 estimated tokens do not fit one 3700-token batch
+    assert sum(len(b.keys) for b in batches) == 10 and ds.skip_counts() == {}
+    assert len(batches) > 1  # 10 samples of ~700 estimated tokens do not fit one 3700-token batch
     labels = [int(n) for b in batches for n in b.target_lengths]
     assert all(0 < n < 200 for n in labels)  # real Qwen ids: ~114 tokens for a ~160-character target

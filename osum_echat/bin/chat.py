@@ -119,7 +119,6 @@ def main(argv=None) -> int:
     if not args.interactive and args.wav is None and args.text is None:
         fail("give --wav FILE or --text TEXT (or --interactive to read them from stdin)")
 
-    from osum_echat.config import ConfigError
     from osum_echat.infer.conversation import Conversation
     from osum_echat.generation.options import decode_options_from_args
     from osum_echat.infer.runtime import ChatInputError, ChatPipeline
@@ -131,7 +130,7 @@ def main(argv=None) -> int:
                                        dtype=args.dtype, overrides=args.override,
                                        speaker_prompt_wav=args.speaker_prompt_wav,
                                        decode_options=decode_options_from_args(args))
-    except (ConfigError, CheckpointError, DeviceError, FileNotFoundError) as e:
+    except (ValueError, OSError, CheckpointError, DeviceError) as e:  # config, files, token2wav dir, prompt
         fail(str(e))
     kw = {k: v for k, v in (("max_turns", args.max_turns), ("max_context_tokens", args.max_context_tokens)) if v}
     conv = Conversation(pipe, args.task, **kw)

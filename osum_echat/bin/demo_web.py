@@ -35,7 +35,6 @@ def main(argv=None) -> int:
     add_decode_args(ap)
     args = ap.parse_args(argv)
 
-    from osum_echat.config import ConfigError
     from osum_echat.infer.runtime import ChatPipeline
     from osum_echat.infer.web_demo import DemoServer, build_demo
     from osum_echat.models.checkpoint import CheckpointError
@@ -47,7 +46,7 @@ def main(argv=None) -> int:
                                        dtype=args.dtype, overrides=args.override, checkpoint_b=args.checkpoint_b,
                                        speaker_prompt_wav=args.speaker_prompt_wav, max_audio_seconds=args.max_seconds,
                                        decode_options=decode_options_from_args(args))
-    except (ConfigError, CheckpointError, DeviceError, FileNotFoundError) as e:
+    except (ValueError, OSError, CheckpointError, DeviceError) as e:  # config, files, token2wav dir, prompt
         fail(str(e))
     names = [Path(p).stem for p in (args.checkpoint, args.checkpoint_b) if p]
     if len(names) == 2 and names[0] == names[1]:

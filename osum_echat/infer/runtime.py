@@ -190,17 +190,14 @@ class ChatPipeline:
         """Build from a config YAML and a checkpoint; `checkpoint_b` (the other think checkpoint)
         shares the same model and costs only its differing weights (see `use_variant`)."""
         from osum_echat.config import load_config
-        from osum_echat.models import build_model
-        from osum_echat.models.checkpoint import load_checkpoint
+        from osum_echat.models import load_for_inference
         from osum_echat.tokenizer import load_tokenizer
         from osum_echat.train.devices import select_device
 
         device = select_device(device)
         config = load_config(config_path, list(overrides))
         tokenizer = load_tokenizer(config["llm_path"])
-        model = build_model(config, device="cpu", tokenizer=tokenizer)
-        load_checkpoint(model, checkpoint, strict=True)
-        model.to(device=device, dtype=getattr(torch, dtype))
+        model = load_for_inference(config, checkpoint, device, dtype, tokenizer)  # strict, no throw-away copy
         t2w = prompt = None
         if token2wav_dir:
             from osum_echat.token2wav import Token2Wav

@@ -73,3 +73,15 @@ def test_bad_input_is_one_line_and_exit_2(chat, repo_root, tiny_checkpoints, wav
     assert r.stderr.strip().splitlines()[-1].startswith("error: audio_too_long: ")
     r = chat(repo_root, "--config", config, "--checkpoint", ckpt, "--task", "<TEXT2TEXT>", "--text", "")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: empty_text: ")
+
+
+def test_model_and_config_mistakes_are_one_line(chat, repo_root, tiny_checkpoints, tmp_path):
+    config, ckpt, _ = tiny_checkpoints
+    typo = tmp_path / "typo.yaml"
+    typo.write_text((repo_root / "conf/tiny_ct_config.yaml").read_text() + "\nlerning_rate: 0.1\n")
+    for args, expect in [(("--config", str(typo), "--checkpoint", ckpt), "lerning_rate"),
+                         (("--config", config, "--checkpoint", str(tmp_path / "none.pt")), "checkpoint file not found"),
+                         (("--config", config, "--checkpoint", ckpt, "--token2wav_dir", str(tmp_path / "nodir")),
+                          "no such model directory")]:
+        r = chat(repo_root, *args, "--text", "hi", "--task", "<TEXT2TEXT>")
+        assert r.returncode == 2 and expect in r.stderr and "Traceback" not in r.stderr, r.stderr

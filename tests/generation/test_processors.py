@@ -139,3 +139,18 @@ def test_caps_end_the_row_and_flag_the_phase():
     for tok in [1, 1, 1]:
         st.advance(tok, eos=9, marker=0, conf=DecodeConfig(max_text_tokens=3))
     assert st.done and st.hit_max_text_tokens
+
+
+def test_decode_flags_give_the_decoder_kwargs():
+    import argparse
+
+    from osum_echat.generation.options import add_decode_args, decode_options_from_args
+    ap = argparse.ArgumentParser()
+    add_decode_args(ap)
+    opts = decode_options_from_args(ap.parse_args(["--greedy", "--decode_batch_size", "4", "--prompt_style",
+                                                   "upstream_infer", "--top_k", "3", "--do_sample",
+                                                   "--speech_repeat_blocking", "false"]))
+    assert opts == dict(overrides={"top_k": 3, "do_sample": True, "speech_repeat_blocking": False}, greedy=True,
+                        prompt_style="upstream_infer", batch_size=4)
+    assert decode_options_from_args(ap.parse_args([])) == dict(overrides={}, greedy=False, prompt_style="train",
+                                                               batch_size=1)
