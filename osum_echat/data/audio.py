@@ -1,6 +1,7 @@
 """Audio stages: decode, resample, features, spectrogram augmentation."""
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -75,10 +76,59 @@ def load_audio(samples, counter):
         yield sample
 
 
-def resample_audio(samples, resample_rate: int = 16000):
+class LazyFeat:
+    """Features of one sample computed only when its batch is padded (train mode, data/dataset.py).
+
+    Its shape is known from the audio length alone, so filters, sort and dynamic batching decide as
+    on the real tensor, and spec_aug/sub/trim draw their random numbers at their place in the stream
+    and record what to do. A resumed run passes over the batches already trained on without
+    computing resampling, features or augmentation for them (instant resume), and every other batch
+    gets exactly the tensor the eager pipeline computes.
+    """
+
+    def __init__(self, make, frames: int, bins: int):
+        self.make, self.ops = make, []
+        self.shape = self.predicted = torch.Size((frames, bins))
+
+    def size(self, dim=None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def materialize(self) -> torch.Tensor:
+        feat = self.make()
+        if feat.shape != self.predicted:
+            raise RuntimeError(f"features of shape {tuple(feat.shape)}, predicted {tuple(self.predicted)}: "
+                               "the length rule in data/features.py disagrees with the feature code")
+        for op in self.ops:
+            feat = op(feat)
+        return feat
+
+
+def materialize(samples: list) -> list:
+    for sample in samples:
+        if isinstance(sample.get("feat"), LazyFeat):
+            sample["feat"] = sample["feat"].materialize()
+    return samples
+
+
+def _augment(sample, op, frames_after=None):
+    """Apply `op` to the features now, or record it on lazy features (with their new frame count)."""
+    feat = sample["feat"]
+    if isinstance(feat, LazyFeat):
+        feat.ops.append(op)
+        if frames_after is not None:
+            feat.shape = torch.Size((frames_after, feat.shape[1]))
+    else:
+        sample["feat"] = op(feat)
+
+
+def resample_audio(samples, resample_rate: int = 16000, lazy: bool = False):
+    """Lazy (the main audio only): the rate is recorded in `_resample_from` and done with the features."""
     for sample in samples:
         if sample.get("wav") is not None and sample["sample_rate"] != resample_rate:
-            sample["wav"] = features.resample(sample["wav"], sample["sample_rate"], resample_rate)
+            if lazy:
+                sample["_resample_from"] = sample["sample_rate"]
+            else:
+                sample["wav"] = features.resample(sample["wav"], sample["sample_rate"], resample_rate)
             sample["sample_rate"] = resample_rate
         for turn in sample.get("history") or []:
             if turn["sample_rate"] != resample_rate:
@@ -88,26 +138,46 @@ def resample_audio(samples, resample_rate: int = 16000):
 
 
 def compute_features(samples, counter, *, feats_type="log_mel_spectrogram", n_fft=400, hop_length=160,
-                     num_mel_bins=80, padding=0, fbank_conf=None):
+                     num_mel_bins=80, padding=0, fbank_conf=None, lazy: bool = False):
+    """Lazy: the main audio's features become a LazyFeat (history turns are computed now)."""
     def feat_of(wav, rate):
         if feats_type == "fbank":
             return features.fbank(wav, rate, **(fbank_conf or {}))
         return features.log_mel(wav, n_fft, hop_length, num_mel_bins, padding, rate)
 
+    def lazy_feat(wav, rate, orig_rate):
+        length = wav.size(1) if orig_rate is None else features.resampled_length(wav.size(1), orig_rate, rate)
+        if feats_type == "fbank":
+            frames = features.fbank_frames(length, rate, **(fbank_conf or {}))
+        else:
+            frames = features.log_mel_frames(length, hop_length, padding)
+
+        def make():
+            w = wav if orig_rate is None else features.resample(wav, orig_rate, rate)
+            return feat_of(w, rate)
+        return LazyFeat(make, frames, (fbank_conf or {}).get("num_mel_bins", 80) if feats_type == "fbank"
+                        else num_mel_bins), length
+
     for sample in samples:
         key, src = sample.get("key"), sample.get("src", "?")
-        wav = sample.pop("wav")
+        wav, orig_rate = sample.pop("wav"), sample.pop("_resample_from", None)
+        num_samples = 0
         if wav is None:
             sample["feat"] = torch.zeros(0, num_mel_bins)
-        elif wav.size(1) < n_fft:
-            counter.skip("empty_audio", src, key, f"{wav.size(1)} samples: shorter than one frame ({n_fft})")
-            continue
         else:
-            sample["feat"] = feat_of(wav, sample["sample_rate"])
+            if lazy:
+                sample["feat"], num_samples = lazy_feat(wav, sample["sample_rate"], orig_rate)
+            else:
+                sample["feat"], num_samples = None, wav.size(1)
+            if num_samples < n_fft:
+                counter.skip("empty_audio", src, key, f"{num_samples} samples: shorter than one frame ({n_fft})")
+                continue
+            if not lazy:
+                sample["feat"] = feat_of(wav, sample["sample_rate"])
             if sample["feat"].size(0) == 0:
                 counter.skip("empty_audio", src, key, "audio gives zero feature frames")
                 continue
-        sample["num_samples"] = 0 if wav is None else wav.size(1)
+        sample["num_samples"] = num_samples
         bad = False
         for turn in sample.get("history") or []:
             twav = turn.pop("wav")
@@ -123,40 +193,52 @@ def compute_features(samples, counter, *, feats_type="log_mel_spectrogram", n_ff
 
 def spec_aug(samples, rng, num_t_mask=2, num_f_mask=2, max_t=50, max_f=10, max_w=80):
     for sample in samples:
-        x = sample["feat"]
-        if x.size(0) > 0:
-            y = x.clone()
-            frames, bins = y.shape
-            for _ in range(num_t_mask):
-                start = rng.randint(0, frames - 1)
-                y[start:min(frames, start + rng.randint(1, max_t)), :] = 0
-            for _ in range(num_f_mask):
-                start = rng.randint(0, bins - 1)
-                y[:, start:min(bins, start + rng.randint(1, max_f))] = 0
-            sample["feat"] = y
+        frames, bins = sample["feat"].size()
+        if frames > 0:
+            spans = []
+            for size, num, most in ((frames, num_t_mask, max_t), (bins, num_f_mask, max_f)):
+                for _ in range(num):
+                    start = rng.randint(0, size - 1)
+                    spans.append((len(spans) < num_t_mask, start, min(size, start + rng.randint(1, most))))
+            _augment(sample, functools.partial(_mask, spans=spans))
         yield sample
+
+
+def _mask(x, spans):
+    y = x.clone()
+    for in_time, start, end in spans:
+        if in_time:
+            y[start:end, :] = 0
+        else:
+            y[:, start:end] = 0
+    return y
 
 
 def spec_sub(samples, rng, max_t=20, num_t_sub=3):
     for sample in samples:
-        x = sample["feat"]
-        if x.size(0) > 0:
-            y = x.clone()
-            frames = y.size(0)
+        frames = sample["feat"].size(0)
+        if frames > 0:
+            subs = []
             for _ in range(num_t_sub):
                 start = rng.randint(0, frames - 1)
                 end = min(frames, start + rng.randint(1, max_t))
-                shift = rng.randint(0, start)
-                y[start:end, :] = x[start - shift:end - shift, :]
-            sample["feat"] = y
+                subs.append((start, end, rng.randint(0, start)))
+            _augment(sample, functools.partial(_substitute, subs=subs))
         yield sample
+
+
+def _substitute(x, subs):
+    y = x.clone()
+    for start, end, shift in subs:
+        y[start:end, :] = x[start - shift:end - shift, :]
+    return y
 
 
 def spec_trim(samples, rng, max_t=20):
     for sample in samples:
-        x = sample["feat"]
-        if x.size(0) > 0:
+        frames = sample["feat"].size(0)
+        if frames > 0:
             length = rng.randint(1, max_t)
-            if length < x.size(0) / 2:
-                sample["feat"] = x[:x.size(0) - length].clone()
+            if length < frames / 2:
+                _augment(sample, lambda x, n=frames - length: x[:n].clone(), frames_after=frames - length)
         yield sample

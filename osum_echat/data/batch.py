@@ -60,6 +60,7 @@ class Batch:
     output_type: str
     txts: list
     extra: list
+    worker: int = 0  # DataLoader worker that built it: the trainer counts batches per worker (resume)
 
     @classmethod
     def from_samples(cls, samples: list) -> "Batch":
@@ -142,6 +143,13 @@ class Batch:
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Batch))
+
+
+@dataclasses.dataclass
+class SkippedBatch:
+    """Stands in for a batch a resumed run already trained on: counted, never padded (data/dataset.py)."""
+    worker: int
+    size: int
 
 
 class _Slot:

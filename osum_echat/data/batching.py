@@ -1,7 +1,8 @@
 """Shuffle, sort, batch (static or dynamic budget) and padding into Batch objects."""
 from __future__ import annotations
 
-from .batch import Batch
+from .audio import materialize
+from .batch import Batch, SkippedBatch
 from .filters import history_length, seq_length
 
 def shuffle(samples, rng, shuffle_size=10000):
@@ -79,3 +80,15 @@ def batch(samples, batch_type="static", batch_size=16, max_frames_in_batch=12000
 def padding(batches):
     for items in batches:
         yield Batch.from_samples(items)
+
+
+def emit(batches, worker: int = 0, skip: int = 0):
+    """Batches (lists of samples, lazy features computed here), padded; the first `skip` pass as
+    SkippedBatch markers without features being computed (a resumed run already trained on them)."""
+    for i, items in enumerate(batches):
+        if i < skip:
+            yield SkippedBatch(worker, len(items))
+        else:
+            out = Batch.from_samples(materialize(items))
+            out.worker = worker
+            yield out

@@ -143,6 +143,7 @@ class OsumDataset(IterableDataset):
         self.counter = counter or SkipCounter()
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        self.resume_skip = {}  # worker -> batches of this epoch already trained on (skip_batches)
         recover = self.conf.get("data_recover", False)
         self.start_index = int((self.conf.get("data_recover_conf") or {}).get("start_idx", 0)) if recover else 0
         self.skip_keys = frozenset(skip_keys)
@@ -152,6 +153,7 @@ class OsumDataset(IterableDataset):
     # ---------------------------------------------------------------- work split
     def set_epoch(self, epoch: int, start_index: Optional[int] = None) -> None:
         self.epoch = int(epoch)
+        self.resume_skip = {}
         if start_index is not None:
             self.start_index = int(start_index)
 
@@ -195,16 +197,25 @@ class OsumDataset(IterableDataset):
         return self._rng(1) if self.mode == "train" else random.Random(self.seed)
 
     # ---------------------------------------------------------------- pipeline
-    def samples(self):
-        """Sample dicts up to (and including) features and augmentation."""
+    def samples(self, lazy: bool = False):
+        """Sample dicts up to (and including) features and augmentation (lazy: see process)."""
         if self.mode == "decode":
             return self.process(self._decode_reads())
         entries = self.my_entries()
-        return self.process(s for e in entries for s in read_entry(e, self.counter, self.root))
+        return self.process((s for e in entries for s in read_entry(e, self.counter, self.root)), lazy=lazy)
 
-    def process(self, stream):
+    def lazy_ok(self) -> bool:
+        """Whether features may be computed at padding time (audio.LazyFeat) with the same result:
+        train mode, and no fbank dither (its noise comes from torch's global generator, in order)."""
+        conf = self.conf
+        dither = float((conf.get("fbank_conf") or {}).get("dither", 0.0) or 0.0)
+        return self.mode == "train" and not (conf.get("feats_type") == "fbank" and dither > 0)
+
+    def process(self, stream, lazy: bool = False):
         """Source sample dicts (key, txt, task, extra, history, audio: path or bytes) through every
-        stage up to features and augmentation."""
+        stage up to features and augmentation. lazy (train): resampling, features and augmentation
+        of the main audio are recorded (audio.LazyFeat) and done when the batch is padded."""
+        lazy = lazy and self.lazy_ok()
         conf, counter, train, decode = self.conf, self.counter, self.mode == "train", self.mode == "decode"
         expand = conf.get("expand_dialogue_prefix") or {}
         if expand.get("enable", False) and not decode:
@@ -231,13 +242,13 @@ class OsumDataset(IterableDataset):
         stream = P.filter_samples(stream, counter,
                                   fiter_txt_is_None=other.get("fiter_txt_is_None", False) and not decode,
                                   check_speech_ratio=not decode, **filter_conf)
-        stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}))
+        stream = P.resample_audio(stream, **(conf.get("resample_conf") or {}), lazy=lazy)
         feats_type = conf.get("feats_type", "log_mel_spectrogram")
         feat_conf = dict(conf.get("log_mel_spectrogram_conf") or {})
         if feats_type == "fbank":
             fb = dict(conf.get("fbank_conf") or {})
             feat_conf = {"num_mel_bins": fb.get("num_mel_bins", 80), "fbank_conf": fb}
-        stream = P.compute_features(stream, counter, feats_type=feats_type, **feat_conf)
+        stream = P.compute_features(stream, counter, feats_type=feats_type, **feat_conf, lazy=lazy)
         if train:
             for stage, (name, fn) in enumerate((("spec_aug", P.spec_aug), ("spec_sub", P.spec_sub),
                                                 ("spec_trim", P.spec_trim)), start=2):
@@ -284,17 +295,31 @@ class OsumDataset(IterableDataset):
                     out["extra"][DECODE_INFO] = info
                 yield out
 
-    def batches(self, stream):
+    def batch_lists(self):
+        """This worker's batches as lists of samples, features still lazy where possible."""
+        return self.batches(self.samples(lazy=True), pad=False)
+
+    def batches(self, stream, pad: bool = True):
         conf = self.conf
         if self.mode == "train" and conf.get("shuffle", True):
             stream = P.shuffle(stream, self._rng(5), **(conf.get("shuffle_conf") or {}))
         if conf.get("sort", True) and self.mode not in ("infer", "decode"):
             stream = P.sort(stream, **(conf.get("sort_conf") or {}))
         stream = P.batch(stream, **(conf.get("batch_conf") or {}))
-        return P.padding(stream)
+        return P.padding(stream) if pad else stream
+
+    def skip_batches(self, per_worker: dict) -> bool:
+        """Resume: worker w's first per_worker[w] batches of this epoch (set_epoch first) come out as
+        SkippedBatch markers, read and batched but with no features computed. False (nothing set)
+        where features cannot be deferred: the caller replays the batches instead."""
+        if not self.lazy_ok():
+            return False
+        self.resume_skip = {int(w): int(n) for w, n in per_worker.items()}
+        return True
 
     def __iter__(self):
-        return self.batches(self.samples())
+        worker = _worker_id()
+        return P.emit(self.batch_lists(), worker, self.resume_skip.get(worker, 0))
 
     def skip_counts(self) -> dict:
         return self.counter.counts()
@@ -328,6 +353,11 @@ def build_dataset(config: dict, data_type: str, data_lists, tokenizer, *, root: 
                            world_size=world_size)
     return OsumDataset(config, data_type, data_lists, tokenizer, root=root, mode=mode, rank=rank,
                        world_size=world_size)
+
+
+def _worker_id() -> int:
+    info = torch.utils.data.get_worker_info()
+    return 0 if info is None else info.id
 
 
 def _worker_init(_):

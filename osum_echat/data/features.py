@@ -79,6 +79,27 @@ def resample(wav: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return out[:, : math.ceil(new * length / orig)]
 
 
+def resampled_length(length: int, orig_rate: int, new_rate: int) -> int:
+    """Samples `resample` returns for `length` input samples."""
+    if orig_rate == new_rate:
+        return length
+    gcd = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = int(orig_rate) // gcd, int(new_rate) // gcd
+    return math.ceil(new * length / orig)
+
+
+def log_mel_frames(length: int, hop_length: int = 160, padding: int = 0) -> int:
+    """Frames `log_mel` returns for `length` samples (centred STFT, the last frame dropped)."""
+    return (length + max(0, padding)) // hop_length
+
+
+def fbank_frames(length: int, sample_rate: int = 16000, frame_length: float = 25, frame_shift: float = 10,
+                 **unused) -> int:
+    """Frames `fbank` returns for `length` samples (snip_edges)."""
+    size, shift = int(sample_rate * frame_length / 1000), int(sample_rate * frame_shift / 1000)
+    return 0 if length < size else 1 + (length - size) // shift
+
+
 def _hz_to_mel(f):
     """Slaney mel scale: linear below 1 kHz, logarithmic above."""
     f = np.asarray(f, dtype=np.float64)

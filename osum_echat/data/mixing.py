@@ -22,6 +22,7 @@ from torch.utils.data import IterableDataset
 
 from ..config import ConfigError
 from ..tasks import MIX_CATEGORIES
+from .batching import emit
 from .skips import SkipCounter
 
 
@@ -32,18 +33,32 @@ class MixedDataset(IterableDataset):
         self.seed = seed
         self.epoch = 0
         self.counter = counter
+        self.resume_skip = {}
 
     def set_epoch(self, epoch: int, start_index=None) -> None:
         self.epoch = int(epoch)
+        self.resume_skip = {}
         for ds in self.datasets.values():
             ds.set_epoch(epoch, start_index)
+
+    def skip_batches(self, per_worker: dict) -> bool:
+        """As OsumDataset.skip_batches, counted over the mixed stream."""
+        if not all(ds.lazy_ok() for ds in self.datasets.values()):
+            return False
+        self.resume_skip = {int(w): int(n) for w, n in per_worker.items()}
+        return True
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
+        return emit(self._mixed(), worker, self.resume_skip.get(worker, 0))
+
+    def _mixed(self):
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
         rank = next(iter(self.datasets.values()))._rank_world()[0] if self.datasets else 0
         rng = random.Random(hash((self.seed, self.epoch, rank, worker, 99)))  # ints only: reproducible across runs
-        running = {name: iter(ds) for name, ds in self.datasets.items() if self.weights[name] > 0}
+        running = {name: ds.batch_lists() for name, ds in self.datasets.items() if self.weights[name] > 0}
         while running:
             names = list(running)
             name = rng.choices(names, weights=[self.weights[n] for n in names], k=1)[0]

@@ -15,11 +15,11 @@ never stop the stream. Randomness comes from the `rng` (random.Random) given
 to a stage, seeded by the dataset from (seed, epoch, rank, worker).
 """
 from ..labels import OTHER_ASSISTANT_NAMES
-from .audio import compute_features, load_audio, resample_audio, spec_aug, spec_sub, spec_trim
-from .batching import batch, padding, shuffle, sort
+from .audio import LazyFeat, compute_features, load_audio, resample_audio, spec_aug, spec_sub, spec_trim
+from .batching import batch, emit, padding, shuffle, sort
 from .filters import MIX_CATEGORIES, filter_options, filter_samples, route
 from .tokenize import expand_dialogue_prefix, tokenize
 
 __all__ = ["OTHER_ASSISTANT_NAMES", "MIX_CATEGORIES", "expand_dialogue_prefix", "tokenize", "load_audio",
            "filter_options", "filter_samples", "route", "resample_audio", "compute_features", "spec_aug", "spec_sub", "spec_trim",
-           "shuffle", "sort", "batch", "padding"]
+           "shuffle", "sort", "batch", "padding", "emit", "LazyFeat"]

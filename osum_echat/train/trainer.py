@@ -6,9 +6,14 @@ for all as soon as one runs dry, so no rank waits forever in a collective and
 no rank repeats data (the dataset splits its lists across ranks x workers).
 
 Progress is counted in optimizer updates (`step`). A checkpoint records step,
-epoch and `batch_idx` (micro-batches this rank consumed in the epoch): resume
-replays the epoch's seeded data order and drops that many batches, so training
-continues from the exact data position. Every rank's global RNG state
+epoch, `batch_idx` (micro-batches this rank consumed in the epoch) and
+`data_position` (per rank, micro-batches consumed from each DataLoader worker).
+Resume seeks: each worker reads and batches its first batches again without
+computing their features (data/dataset.py skip_batches: SkippedBatch markers
+in the same loader order) and the loop drops them, so training continues from
+the exact data position in the time it takes to read the lists. Without a
+data_position (older checkpoints) or where features cannot be deferred, the
+batches are replayed through the whole pipeline instead. Every rank's global RNG state
 (python, numpy, torch, accelerator) is saved beside it (TAG.rng.pt) and
 restored on resume, so dropout masks go on as in an uninterrupted run.
 """
@@ -25,6 +30,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.distributed as dist
 
+from osum_echat.data.batch import SkippedBatch
 from osum_echat.train import checkpointing as ckpt_io
 from osum_echat.train import devices
 from osum_echat.train.engines import rank, world_size
@@ -167,6 +173,8 @@ class Trainer:
         self.state = TrainState()
         self._consecutive_nan = 0
         self._pending_rng = None  # RNG state to restore once the resumed epoch is positioned
+        self._worker_batches = defaultdict(int)  # this epoch's micro-batches per loader worker (this rank)
+        self._seek = None  # resumed data_position of this rank: {worker: batches}
         os.makedirs(model_dir, exist_ok=True)
 
     # -- resume ------------------------------------------------------------
@@ -192,6 +200,9 @@ class Trainer:
             logger.warning("%s was written by %s processes, now %d: the data position is "
                            "approximate", ckpt["tag"], info.get("world_size"), world_size())
         self._pending_rng = self._saved_rng(ckpt)
+        position = info.get("data_position")
+        if isinstance(position, list) and len(position) == world_size():
+            self._seek = {int(w): int(n) for w, n in (position[rank()] or {}).items()}
         logger.info("resumed from %s: step %d, epoch %d, batch %d", ckpt["tag"],
                     self.state.step, self.state.epoch, self.state.batch_idx)
         return True
@@ -247,14 +258,31 @@ class Trainer:
             self.train_dataset.set_epoch(st.epoch)
         if st.batch_idx == 0:  # saved at an epoch end: before this epoch's loader started
             self._restore_rng()
+        seek = self._seek if st.batch_idx else None
+        self._seek = None
+        if seek is not None and sum(seek.values()) != st.batch_idx:
+            logger.warning("checkpoint data_position %s does not add up to batch_idx %d: replaying",
+                           seek, st.batch_idx)
+            seek = None
+        skip_batches = getattr(self.train_dataset, "skip_batches", None)
+        if seek is not None and (skip_batches is None or not skip_batches(seek)):
+            seek = None
+        self._worker_batches = defaultdict(int)
         batches = iter(self.train_loader)
-        if st.batch_idx:  # resume: replay this epoch's order, drop what was trained on
+        if st.batch_idx:  # resume: skip (seek) or replay this epoch's batches already trained on
             t0 = time.monotonic()
             for _ in range(st.batch_idx):
-                if next(batches, None) is None:
+                item = next(batches, None)
+                if item is None:
                     break
-            logger.info("resume: skipped %d batches of epoch %d in %.1fs", st.batch_idx, st.epoch,
-                        time.monotonic() - t0)
+                if seek is not None and not isinstance(item, SkippedBatch):
+                    raise RuntimeError(f"resume of epoch {st.epoch}: a real batch came where batch "
+                                       f"{sum(self._worker_batches.values())} of {st.batch_idx} already "
+                                       f"trained on was expected (data_position {seek}): the data order "
+                                       "differs from the interrupted run")
+                self._worker_batches[getattr(item, "worker", 0)] += 1
+            logger.info("resume: %s %d batches of epoch %d in %.1fs", "skipped" if seek is not None
+                        else "replayed", st.batch_idx, st.epoch, time.monotonic() - t0)
         self._restore_rng()  # saved mid-epoch: after the epoch's loader started, as here
         start_idx = st.batch_idx
         meter = Meter()
@@ -268,8 +296,12 @@ class Trainer:
                         f"too short for {world_size()} processes, or every sample was skipped "
                         f"(skips by reason: {self._skip_counts() or 'none counted'})")
                 return False
+            if isinstance(batch, SkippedBatch):
+                raise RuntimeError(f"epoch {st.epoch} batch {st.batch_idx}: the loader passed over a batch "
+                                   "not trained on (resume data_position and data order disagree)")
             grad_norm = self._train_batch(batch, meter)
             st.batch_idx += 1
+            self._worker_batches[getattr(batch, "worker", 0)] += 1
             if grad_norm is None:
                 continue
             if not math.isfinite(grad_norm):
@@ -379,13 +411,14 @@ class Trainer:
                 self.writer and self.writer.add_scalar(f"cv/{k}", v, self.state.step)
         self.engine.save(self.model_dir, tag, self.save_states)
         rngs = gather_objects(ckpt_io.rng_state())
+        position = gather_objects(dict(self._worker_batches) if self.state.batch_idx else {})
         if rank() == 0:
             ckpt_io.atomic_torch_save({"ranks": rngs}, ckpt_io.paths(self.model_dir, tag)["rng"])
         if world_size() > 1:
             dist.barrier()
         if rank() == 0:
             info = {**self.config, **asdict(self.state), "tag": tag, "epoch_done": epoch_done,
-                    "lrs": self.engine.lrs(), "loss_dict": cv, "world_size": world_size(),
+                    "lrs": self.engine.lrs(), "loss_dict": cv, "world_size": world_size(), "data_position": position,
                     "save_time": datetime.datetime.now().isoformat(timespec="seconds")}
             ckpt_io.write_info(self.model_dir, tag, info)
             ckpt_io.prune_checkpoints(self.model_dir, self.keep)
