@@ -58,6 +58,15 @@ def check_checkpoints(model_dir) -> int:
     return newest
 
 
+def check_seek(text, i):
+    """A run resumed mid-epoch seeks (no replay through feature extraction)."""
+    m = re.search(r"resumed from \S+: step \d+, epoch \d+, batch (\d+)", text)
+    if m and int(m.group(1)) > 0 and "resume: replayed" in text:
+        raise AssertionError(f"run {i} replayed batch {m.group(1)} instead of seeking")
+    if m and int(m.group(1)) > 0:
+        assert f"resume: skipped {m.group(1)} batches" in text, f"run {i}: no seek logged"
+
+
 def newest_step(model_dir) -> int:
     steps = [c["info"]["step"] for c in list_checkpoints(model_dir)] if os.path.isdir(model_dir) else []
     return max(steps, default=0)
@@ -88,6 +97,7 @@ def run(workdir, repeats=5, seed=0, log=print):
         if i > 0:
             m = re.search(r"resumed from \S+: step (\d+)", text)
             assert m and int(m.group(1)) == last, f"run {i} did not resume from step {last}"
+            check_seek(text, i)
         newest = check_checkpoints(model_dir)
         assert newest > last, f"run {i}: no progress past step {last}"
         log(f"kill {i + 1}/{repeats}: killed after step {newest} was saved; all checkpoints load")
@@ -96,6 +106,7 @@ def run(workdir, repeats=5, seed=0, log=print):
     assert done.returncode == 0, done.stderr[-3000:]
     m = re.search(r"resumed from \S+: step (\d+)", done.stderr)
     assert m and int(m.group(1)) == last
+    check_seek(done.stderr, repeats)
     final = newest_step(model_dir)
     assert final == STEPS_PER_EPOCH * EPOCHS, f"finished at step {final}"
     assert os.path.exists(os.path.join(model_dir, "final.pt"))

@@ -83,7 +83,9 @@ class LazyFeat:
     on the real tensor, and spec_aug/sub/trim draw their random numbers at their place in the stream
     and record what to do. A resumed run passes over the batches already trained on without
     computing resampling, features or augmentation for them (instant resume), and every other batch
-    gets exactly the tensor the eager pipeline computes.
+    gets exactly the tensor the eager pipeline computes. Cost: a sample waiting in the shuffle/sort
+    buffers holds its decoded waveform at the source rate (4 bytes a sample) rather than its
+    log-mel (80 floats per 160 samples: 2 bytes a sample at 16 kHz); the audio is decoded once.
     """
 
     def __init__(self, make, frames: int, bins: int):
