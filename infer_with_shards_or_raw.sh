@@ -72,14 +72,14 @@ common=(--checkpoint "$checkpoint" --data_type "$data_type" --data "$data" --out
 [ -n "$config" ] && common+=(--config "$config")
 [ -n "$root" ] && common+=(--root "$root")
 [ -n "$cosyvoice_model_path" ] && common+=(--cosyvoice_model_path "$cosyvoice_model_path")
+eval "extra_args=($extra)"  # word-split like a command line, so quoted values (--prompt '...') stay whole
 echo "decoding $data ($data_type) with $procs process(es) on $device; logs: $split_dir/log.N"
 pids=()
 for ((i = 0; i < procs; i++)); do
   dev=$device
   [ "$device" != cpu ] && dev="$device:${ids[$(( (i / per_gpu_processes) % ${#ids[@]} ))]}"
-  # shellcheck disable=SC2086  # $extra holds several options on purpose
   $PYTHON -m osum_echat.bin.infer "${common[@]}" --device "$dev" --rank "$i" --world_size "$procs" --no_merge \
-    $extra > "$split_dir/log.$i" 2>&1 &
+    "${extra_args[@]}" > "$split_dir/log.$i" 2>&1 &
   pids+=($!)
 done
 $PYTHON -m osum_echat.infer.progress --output "$output" --world_size "$procs" --data "$data" --data_type "$data_type" &
@@ -87,6 +87,11 @@ watcher=$!
 failed=()
 for ((i = 0; i < procs; i++)); do wait "${pids[$i]}" || failed+=("$i"); done
 touch "$split_dir/.done"; wait "$watcher" || true
+# the first warning of each length cap the processes hit, once (every hit is counted in the report)
+for cap in max_text_tokens max_speech_tokens; do
+  line=$(grep -h -m1 "the $cap cap; the output is cut" "$split_dir"/log.* 2>/dev/null | head -n 1 || true)
+  [ -z "$line" ] || echo "warning: ${line#*WARNING osum_echat.infer: }"
+done
 if [ ${#failed[@]} -gt 0 ]; then
   last=""
   for i in "${failed[@]}"; do  # one line per distinct error (a config error stops every process alike)

@@ -112,6 +112,8 @@ def load_model(args, config: dict, config_path: str, tokenizer, device):
         fix = (f"use the config it was trained with: drop --config to use {beside}" if beside.is_file()
                else "pass --config with the config it was trained with")
         fail(f"checkpoint {args.checkpoint} does not fit config {config_path} ({first}); {fix}")
+    except (OSError, RuntimeError, ValueError, AttributeError, KeyError) as e:  # not a model checkpoint at all
+        fail(f"checkpoint {args.checkpoint} cannot be read as model weights ({type(e).__name__}: {e})")
 
 
 # options that do not change what an utterance decodes to (a rerun may change them and resume)

@@ -118,6 +118,7 @@ def score_generation(rows: list, family: str) -> dict:
     speech = [r for r in rows if _spec(r["task"]).speech_output]
     if speech:
         out["speech_tokens"] = {**summary_stats([len(r["speech_tokens"]) for r in speech]), "count": len(speech)}
+        out["empty_speech"] = sum(not r["speech_tokens"] for r in speech)
         ratio = [len(r["speech_tokens"]) / SPEECH_TOKENS_PER_SECOND / len(_spoken_text(r))
                  for r in speech if _spoken_text(r)]
         out["speech_seconds_per_text_char"] = {**summary_stats(ratio), "count": len(ratio)}

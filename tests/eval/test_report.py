@@ -70,6 +70,7 @@ def test_generation_families_have_no_wer(report):
     assert m["s2t_chat_think"]["think_present"] == {"share": 0.5, "present": 1, "count": 2}
     tts = m["tts"]
     assert "answer_chars" not in tts  # TTS answers in speech only
+    assert tts["empty_speech"] == 0 and m["s2s"]["speech_tokens"]["mean"] == 100
     assert tts["speech_seconds_per_text_char"]["mean"] == pytest.approx(50 / 25 / 11, abs=1e-4)
     assert tts["wav_seconds"] == {"mean": None, "min": None, "max": None, "count": 0}  # n/a, not 0
     s2s = m["s2s"]

@@ -165,6 +165,12 @@ def test_readme_commands_decode_in_order_record_every_failure_and_resume(work, r
     families = ("s2t_chat", "s2t_chat_think", "t2t_chat", "tts", "s2s", "s2s_think")
     assert {f: m[f]["count"] for f in families} == dict.fromkeys(families, 1)
     assert "listed 15  decoded 10  failed 5" in r.stdout and "summary:" in r.stdout
+    # 3 text tokens cannot finish a random model's answer: every text row hits the cap, warned once
+    hits = sum(r["hit_max_text_tokens"] for r in records)
+    assert report["hit_max_text_tokens"] == hits >= 5 and f"hit max_text_tokens {hits}" in r.stdout
+    assert report["hit_max_speech_tokens"] >= 1  # 4 speech tokens cannot close a speech span either
+    assert r.stdout.count("warning:") == 2 and "max_text_tokens cap" in r.stdout and "max_speech_tokens cap" in r.stdout
+    assert (tmp / "exp/demo/infer/text.split1/log.0").read_text().count("the output is cut") == 2  # once per cap
     assert f"{LIST}:4 key=missing_wav" in (tmp / "exp/demo/infer/text.split1/log.0").read_text()
 
     before = {p: read(f"{out}{p}") for p in ("", ".jsonl", ".failed", ".report.json")}
