@@ -18,6 +18,7 @@ At full size with random weights (flow 104.9M + HiFT 20.5M parameters), prints:
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 from pathlib import Path
@@ -135,7 +136,8 @@ def main(argv=None):
                   f"{(mel_s - mel32).abs().mean():.4f}, log-mel L1 of the audio {log_mel_l1(wav_s, wav32):.4f}")
 
         if not args.no_bf16:
-            t2w16 = Token2Wav(cfg, flow.to(torch.bfloat16), hift.to(torch.bfloat16))
+            # a bf16 copy: casting back would leave the fp32 model with bf16-rounded weights
+            t2w16 = Token2Wav(cfg, copy.deepcopy(flow).to(torch.bfloat16), copy.deepcopy(hift).to(torch.bfloat16))
             t2w16.synthesize_mel(tokens[:50], noise=False)
             rate16 = matmul_rate(torch.bfloat16)
             wav16, mel16, tf16, th16 = timed_synthesis(t2w16, tokens)
@@ -145,7 +147,7 @@ def main(argv=None):
                   f"{total_flops / (tf16 + th16) / rate16:.0%} of the bf16 matmul rate {rate16 / 1e9:.1f} GFLOP/s; "
                   f"mel L1 vs fp32 {(mel16 - mel32).abs().mean():.4f} (mean |mel| {mel32.abs().mean():.3f}), "
                   f"log-mel L1 of the audio {log_mel_l1(wav16, wav32):.4f}")
-            flow.float(), hift.float()
+            del t2w16
 
         if not args.no_stream:
             conf = StreamConfig()
