@@ -190,3 +190,22 @@ def test_trainer_resume_seeks_and_trains_on_the_uninterrupted_batches(lists, bus
     for (ka, fa, ta), (kb, fb, tb) in zip(seen_second.seen, tail):
         assert ka == kb and torch.equal(fa, fb) and torch.equal(ta, tb)
     torch.testing.assert_close(second.engine.module.w, straight.engine.module.w, rtol=0, atol=0)
+
+
+def test_seek_through_four_way_mixing(lists, busy_config, tiny_tokenizer):
+    mix = {"s2t": lists["raw"], "t2s": lists["raw"], "t2t": lists["raw"]}  # each keeps its own direction
+
+    def loader(skip=None):
+        ds = build_dataset(busy_config, "raw", mix, tiny_tokenizer, rank=1, world_size=2)
+        ds.set_epoch(1)
+        if skip is not None:
+            assert ds.skip_batches(skip)
+        return list(build_dataloader(ds, num_workers=2, prefetch=2))
+
+    full = loader()
+    assert {b.output_type for b in full} == {"text", "text2token", "text2text"}
+    for k in (1, len(full) // 2, len(full) - 1):
+        resumed = loader(dict(collections.Counter(b.worker for b in full[:k])))
+        assert len(resumed) == len(full) and all(isinstance(x, SkippedBatch) for x in resumed[:k])
+        for a, b in zip(resumed[k:], full[k:]):
+            assert_same(a, b)
