@@ -145,9 +145,10 @@ def test_batched_left_padded_decoding_equals_one_by_one(setup, ending_model, pre
 
 
 @torch.no_grad()
-def test_bfloat16_decodes_every_task(setup, tiny_tokenizer):
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_decodes_every_task(setup, tiny_tokenizer, dtype):
     _, batches, cfg = setup
-    model = build_model(cfg, tokenizer=tiny_tokenizer).eval().to(torch.bfloat16)
+    model = build_model(cfg, tokenizer=tiny_tokenizer).eval().to(dtype)
     dec = Decoder(model, dict(max_text_tokens=4, max_speech_tokens=4), greedy=True)
     for key in ["asr0", "s2s0", "tts0", "t2t", "think", "stream"]:
         hyp = dec.decode(batches[key])[0]
