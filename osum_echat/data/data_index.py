@@ -4,11 +4,11 @@ of reading, so no preparation step).
 
     ds.use_data_index("exp/x/data_index")     # train mode; bin/train.py: --data_index (default on)
 
-While the pipeline decodes an audio or tokenizes a text for the first time it appends one JSON line to
-DIR/v<VERSION>-<tokenizer hash>/r<rank>w<worker>.jsonl:
-  {"t": <text id>, "n": token count}                 tokenizer.encode(text) had n ids
-  {"a": <audio id>, "n": samples, "r": rate}         the decoded main audio (1, n) at rate
-  {"a": <audio id>, "e": [reason, detail]}           audio that was skipped: bad_audio/empty_audio/nan_audio
+While the pipeline decodes an audio or tokenizes a text for the first time it appends one line to
+DIR/v<VERSION>-<tokenizer hash>/r<rank>w<worker>.txt (ids in hex, every line ends with ";"):
+  t ID N;                     tokenizer.encode(text) had N ids
+  a ID N RATE;                the decoded main audio, (1, N) at RATE Hz
+  e ID REASON "DETAIL";       audio that was skipped: bad_audio/empty_audio/nan_audio (detail as JSON)
 Ids are 64-bit BLAKE2b hashes of what the fact depends on: a text's exact string (and the tokenizer:
 its hash names the folder, so another tokenizer's index is never read); an audio path with its size,
 mtime and start/end (a file replaced on disk gets a new id), or for audio bytes from a tar the sample
@@ -24,9 +24,10 @@ index takes the full path, so results never depend on the index: with it, withou
 the batches are the same. Main audio only: history turns and dialogue children with upstream's
 re-labelled rate (data/tokenize.py expand_dialogue_prefix) are always decoded.
 
-Crash safety: one line-buffered append per fact; a torn last line (killed mid-write) is ignored on
-reading, and an append to a file not ending in a newline starts a new line first. Every worker reads all
-files of the folder on its first use (memory: ~150 bytes a fact).
+Crash safety: one line-buffered append per fact; a torn last line (killed mid-write: no ";") is ignored
+on reading, and an append to a file not ending in a newline starts a new line first. Every worker reads all
+files of the folder on its first use: two facts a sample, ~110 bytes of memory and ~4 us to read each
+(1M facts: 110 MB, 3.7 s, measured on the 2-core development machine).
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ import glob
 import hashlib
 import json
 import os
+import time
 import zlib
 
 from ..utils import get_logger
@@ -43,6 +45,7 @@ log = get_logger("osum_echat.data")
 
 VERSION = 1  # bump when a fact's meaning changes: older folders are then never read
 AUDIO_ERRORS = ("bad_audio", "empty_audio", "nan_audio")  # verdicts of the audio content itself
+_RATE_BITS, _RATE_MASK = 20, (1 << 20) - 1  # a known audio in memory: one int, samples << 20 | rate
 
 
 def _hash(*parts) -> int:
@@ -144,7 +147,7 @@ class DataIndex:
         ids = self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
         if n is None:
             self._texts[tid] = len(ids)
-            self._write({"t": f"{tid:016x}", "n": len(ids)})
+            self._write(f"t {tid:x} {len(ids)}")
         return ids
 
     # ------------------------------------------------------------------ audio
@@ -168,7 +171,8 @@ class DataIndex:
             self.misses += self.seeking and aid is not None  # (None: a missing file, not decoded)
             return None
         self.hits += 1
-        return facts if isinstance(facts[0], str) else DeferredWav(audio, start, end, facts[0], facts[1])
+        return facts if isinstance(facts, tuple) else DeferredWav(audio, start, end, facts >> _RATE_BITS,
+                                                                  facts & _RATE_MASK)
 
     def add_audio(self, aid, wav, rate, err) -> None:
         """Record a decode's outcome (errors of the content only, see AUDIO_ERRORS)."""
@@ -176,40 +180,48 @@ class DataIndex:
         if aid is None or aid in self._audio or (err and err[0] not in AUDIO_ERRORS):
             return
         if err:
-            self._audio[aid] = (err[0], err[1])
-            self._write({"a": f"{aid:016x}", "e": list(err)})
-        else:
-            self._audio[aid] = (wav.size(1), int(rate))
-            self._write({"a": f"{aid:016x}", "n": wav.size(1), "r": int(rate)})
+            self._audio[aid] = (err[0], str(err[1]))
+            self._write(f"e {aid:x} {err[0]} {json.dumps(str(err[1]), ensure_ascii=False)}")
+        elif 0 < int(rate) <= _RATE_MASK:
+            self._audio[aid] = wav.size(1) << _RATE_BITS | int(rate)
+            self._write(f"a {aid:x} {wav.size(1)} {int(rate)}")
 
     # ------------------------------------------------------------------ files
     def _load(self) -> None:
         if self._texts is not None:
             return
-        self._texts, self._audio = {}, {}
-        for path in sorted(glob.glob(os.path.join(self.dir, "*.jsonl"))):
+        t0, self._texts, self._audio = time.monotonic(), {}, {}
+        for path in sorted(glob.glob(os.path.join(self.dir, "*.txt"))):
             with open(path, "rb") as f:
                 for line in f:
                     self._read_line(line)
+        if self.seeking:
+            log.info("data index: read %d text and %d audio facts in %.1fs", len(self._texts), len(self._audio),
+                     time.monotonic() - t0)
 
     def _read_line(self, line: bytes) -> None:
+        line = line.rstrip(b"\r\n")
+        if not line.endswith(b";"):
+            return  # a torn line (killed mid-write): that sample takes the full path
         try:
-            rec = json.loads(line)
-            if "t" in rec:
-                self._texts[int(rec["t"], 16)] = int(rec["n"])
-            elif "e" in rec:
-                reason, detail = rec["e"]
+            kind, fid, rest = line[:-1].split(b" ", 2)
+            if kind == b"t":
+                self._texts[int(fid, 16)] = int(rest)
+            elif kind == b"a":
+                n, rate = map(int, rest.split(b" "))
+                if 0 < rate <= _RATE_MASK:
+                    self._audio[int(fid, 16)] = n << _RATE_BITS | rate
+            elif kind == b"e":
+                reason, detail = rest.decode("utf-8").split(" ", 1)
                 if reason in AUDIO_ERRORS:
-                    self._audio[int(rec["a"], 16)] = (str(reason), str(detail))
-            else:
-                self._audio[int(rec["a"], 16)] = (int(rec["n"]), int(rec["r"]))
-        except (ValueError, KeyError, TypeError, AttributeError):
-            pass  # a torn line (killed mid-write) or not ours: that sample takes the full path
+                    self._audio[int(fid, 16)] = (reason, str(json.loads(detail)))
+        except (ValueError, UnicodeDecodeError):
+            pass  # not a line this version wrote
 
-    def _write(self, rec: dict) -> None:
+    def _write(self, line: str) -> None:
         if self._file is None or self._file_pid != os.getpid():
             os.makedirs(self.dir, exist_ok=True)
-            path = os.path.join(self.dir, "r{}w{}.jsonl".format(*self.where))
+            path = os.path.join(self.dir, "r{}w{}.txt".format(*self.where))
             torn = False
             if os.path.exists(path) and os.path.getsize(path) > 0:
                 with open(path, "rb") as f:
@@ -219,7 +231,7 @@ class DataIndex:
             self._file_pid = os.getpid()
             if torn:
                 self._file.write("\n")
-        self._file.write(json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._file.write(line + ";\n")
 
 
 def start_index(index, rank: int, worker: int, skip: int):

@@ -249,8 +249,8 @@ def test_seek_with_the_data_index_present_absent_partial_or_torn(lists, busy_con
     assert first_counts == counts and len(first) == len(full)
     for a, b in zip(first, full):
         assert_same(a, b)  # the uninterrupted run's batches do not change
-    files = sorted(index.rglob("*.jsonl"))
-    assert [f.name for f in files] == ["r1w0.jsonl", "r1w1.jsonl"]
+    files = sorted(index.rglob("*.txt"))
+    assert [f.name for f in files] == ["r1w0.txt", "r1w1.txt"]
     partial = tmp_path / "partial" / files[0].parent.name
     partial.mkdir(parents=True)
     for f in files:  # half of each file, then a line torn by a kill mid-write
