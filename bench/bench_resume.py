@@ -17,7 +17,8 @@ per step), in the main process as a trainer with num_workers 0 does. Then:
 and checks that batch `step` (the first one trained after the resume) is the same each way.
 `--data_type shard` packs the same utterances into tars of 1,000 (Python's tarfile reads every member
 header and payload on the skip path too: slower than raw).
-Prints the times, the ratios and the peak RSS.
+Prints the wall and CPU times (the CPU time is what an otherwise idle core would take), the ratios and
+the peak RSS.
 """
 from __future__ import annotations
 
@@ -100,12 +101,12 @@ def dataset(config, listing, tokenizer, index=None, skip=0):
 
 
 def seek(ds, step):
-    """Time to pass over `step` batches as markers; the next (real) batch."""
-    t0 = time.perf_counter()
+    """(wall s, CPU s) to pass over `step` batches as markers; the next (real) batch."""
+    t0, c0 = time.perf_counter(), time.process_time()
     it = iter(ds)
     for i in range(step):
         assert isinstance(next(it), SkippedBatch), f"item {i} is not a marker"
-    return time.perf_counter() - t0, next(it)
+    return (time.perf_counter() - t0, time.process_time() - c0), next(it)
 
 
 def same(a, b) -> bool:
@@ -155,31 +156,31 @@ def main():
         print(f"first pass:     {step} batches in {first:.1f}s (the first {n} in {first_n:.1f}s), wrote {facts} "
               f"facts to the data index", flush=True)
 
-        with_index, batch = seek(dataset(config, listing, tokenizer, index, skip=step), step)
-        print(f"seek + index:   {step} batches passed over in {with_index:.1f}s; batch {step} equals the "
-              f"first pass's: {same(batch, reference)}", flush=True)
+        (with_index, cpu_index), batch = seek(dataset(config, listing, tokenizer, index, skip=step), step)
+        print(f"seek + index:   {step} batches passed over in {with_index:.1f}s (CPU {cpu_index:.1f}s); batch "
+              f"{step} equals the first pass's: {same(batch, reference)}", flush=True)
         assert same(batch, reference)
-        no_index, batch = seek(dataset(config, listing, tokenizer, None, skip=step), step)
-        print(f"seek, no index: {step} batches passed over in {no_index:.1f}s; batch {step} equals the "
-              f"first pass's: {same(batch, reference)}", flush=True)
+        (no_index, cpu_none), batch = seek(dataset(config, listing, tokenizer, None, skip=step), step)
+        print(f"seek, no index: {step} batches passed over in {no_index:.1f}s (CPU {cpu_none:.1f}s); batch "
+              f"{step} equals the first pass's: {same(batch, reference)}", flush=True)
         assert same(batch, reference)
 
         it = iter(dataset(config, listing, tokenizer))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             next(it)
-        measured = time.perf_counter() - t0
+        measured, cpu_replay = time.perf_counter() - t0, (time.process_time() - c0) * step / n
         replay = measured * step / n
         how = "measured" if n == step else f"extrapolated from {n} batches in {measured:.1f}s"
-        print(f"replay:         {step} batches in {replay:.1f}s ({how})")
+        print(f"replay:         {step} batches in {replay:.1f}s (CPU {cpu_replay:.1f}s; {how})")
         if n == step:
             batch = next(it)
             print(f"batch {step} after replay equals the first pass's: {same(batch, reference)}")
             assert same(batch, reference)
         del it
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"replay / seek+index: {replay / with_index:.1f}x; seek without / with index: "
-          f"{no_index / with_index:.1f}x; first {n} batches, first pass / replay (index writing): "
+    print(f"replay / seek+index: {replay / with_index:.1f}x (CPU {cpu_replay / cpu_index:.1f}x); seek without / "
+          f"with index: {no_index / with_index:.1f}x (CPU {cpu_none / cpu_index:.1f}x); first {n} batches, first pass / replay (index writing): "
           f"{first_n / measured:.2f}x; "
           f"peak RSS {rss:.0f} MB")
 

@@ -11,7 +11,9 @@ epoch, `batch_idx` (micro-batches this rank consumed in the epoch) and
 Resume seeks: each worker reads and batches its first batches again without
 computing their features (data/dataset.py skip_batches: SkippedBatch markers
 in the same loader order) and the loop drops them, so training continues from
-the exact data position in the time it takes to read the lists. Without a
+the exact data position in the time it takes to read the lists; audio lengths and
+token counts the interrupted run recorded (data/data_index.py, bin/train.py
+--data_index) spare decoding and tokenizing what is passed over. Without a
 data_position (older checkpoints) or where features cannot be deferred, the
 batches are replayed through the whole pipeline instead. Every rank's global RNG state
 (python, numpy, torch, accelerator) is saved beside it (TAG.rng.pt) and
