@@ -144,11 +144,11 @@ def main():
         del warm
         n = step if args.replay_slice <= 0 else min(args.replay_slice, step)
         it = iter(dataset(config, listing, tokenizer, index))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(step):
             next(it)
             if i + 1 == n:
-                first_n = time.perf_counter() - t0
+                first_n, cpu_first_n = time.perf_counter() - t0, time.process_time() - c0
         first = time.perf_counter() - t0
         reference = next(it)
         del it
@@ -169,7 +169,8 @@ def main():
         t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             next(it)
-        measured, cpu_replay = time.perf_counter() - t0, (time.process_time() - c0) * step / n
+        measured, cpu_measured = time.perf_counter() - t0, time.process_time() - c0
+        cpu_replay = cpu_measured * step / n
         replay = measured * step / n
         how = "measured" if n == step else f"extrapolated from {n} batches in {measured:.1f}s"
         print(f"replay:         {step} batches in {replay:.1f}s (CPU {cpu_replay:.1f}s; {how})")
@@ -181,7 +182,7 @@ def main():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"replay / seek+index: {replay / with_index:.1f}x (CPU {cpu_replay / cpu_index:.1f}x); seek without / "
           f"with index: {no_index / with_index:.1f}x (CPU {cpu_none / cpu_index:.1f}x); first {n} batches, first pass / replay (index writing): "
-          f"{first_n / measured:.2f}x; "
+          f"{first_n / measured:.2f}x (CPU {cpu_first_n / cpu_measured:.2f}x); "
           f"peak RSS {rss:.0f} MB")
 
 
