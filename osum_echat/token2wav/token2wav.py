@@ -18,6 +18,7 @@ import torch
 from osum_echat.token2wav.config import (Token2WavConfig, key_mismatch, load_config, load_hyperpyyaml_inert,
                                          parse_config)
 from osum_echat.token2wav.flow import MaskedDiffWithXvec
+from osum_echat.token2wav.frontend import check_token_range
 from osum_echat.token2wav.hift import HiFTGenerator, HiFTKeyError, fold_hift_state_dict
 
 CONFIG_FILE, FLOW_FILE, HIFT_FILE = "cosyvoice.yaml", "flow.pt", "hift.pt"
@@ -156,8 +157,7 @@ class Token2Wav:
         if seconds > MAX_PROMPT_SECONDS or tokens.shape[1] > MAX_PROMPT_SECONDS * self.cfg.flow.input_frame_rate:
             raise ValueError(f"speaker prompt is {max(seconds, tokens.shape[1] / self.cfg.flow.input_frame_rate):.1f}"
                              f" s long; at most {MAX_PROMPT_SECONDS} s (cut the prompt wav)")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.flow.vocab_size):
-            raise ValueError(f"prompt tokens must lie in [0, {self.cfg.flow.vocab_size})")
+        check_token_range(tokens.numpy(), self.cfg.flow.vocab_size)
         return tokens.to(self.device), mel.to(self.device), spk.to(self.device)
 
     # --- whole utterance -----------------------------------------------------------------------------
