@@ -45,10 +45,24 @@ class TimestepEmbedding(nn.Module):
         return self.linear_2(F.silu(self.linear_1(x)))
 
 
+class Mish(nn.Mish):
+    """nn.Mish. Below float32 it is computed in float32 from one exp (PyTorch's bf16 mish kernel is ~2.5x
+    slower): tanh(softplus(x)) = p / (p + 2) with p = n (n + 2), n = e^x; x is clamped at 20, beyond which the
+    ratio is 1 in float32. Same accuracy as the bf16 kernel (which also computes in float32)."""
+
+    def forward(self, x):
+        if x.dtype == torch.float32:
+            return F.mish(x)
+        xf = x.float()
+        n = torch.clamp(xf, max=20.0).exp_()
+        p = (n + 2).mul_(n)
+        return p.div_(p + 2).mul_(xf).to(x.dtype)
+
+
 class Block1D(nn.Module):
     def __init__(self, dim: int, dim_out: int, groups: int = 8):
         super().__init__()
-        self.block = nn.Sequential(nn.Conv1d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), nn.Mish())
+        self.block = nn.Sequential(nn.Conv1d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), Mish())
 
     def forward(self, x, mask):
         conv1, norm, act = self.block
