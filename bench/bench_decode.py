@@ -7,8 +7,11 @@ the real vocabulary (151,936 ids), both inside an OSUM-EChat model, greedy text 
   * tokens/s of our Decoder vs transformers' generate() (what upstream calls) on the same weights
     and prompt embeds, batch 1, dynamic and static cache;
   * per-step latency of our Decoder with 10, 500 and 2000 positions already decoded (measured as
-    (time for 1 + n ids - time for 1 id) / n after a prompt of that length);
-  * tokens/s at batch 8 vs batch 1.
+    the median time between consecutive one-position LLM forwards after a prompt of that length,
+    lengths timed in turn);
+  * tokens/s at batch 8 vs batch 1, whole runs and decode steps alone (median step, prefill excluded);
+  * the GFLOP/s of the step's matmuls with 1 and 8 rows (plain and in weight blocks), which bound
+    what batching can buy on a CPU core.
 The eos row of the text head is zeroed so every run generates the requested number of ids.
 Prints a table and the target ratios (>= 1, <= 1.5, >= 4).
 """
@@ -16,19 +19,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from osum_echat.config import load_config  # noqa: E402
 from osum_echat.data.batch import Batch  # noqa: E402
-from osum_echat.generation.decode import Decoder  # noqa: E402
+from osum_echat.generation.chunked_linear import block_rows, chunked_linear  # noqa: E402
+from osum_echat.generation.decode import Decoder, select_item  # noqa: E402
 from osum_echat.models import build_model  # noqa: E402
 from osum_echat.tokenizer import load_tokenizer  # noqa: E402
 
@@ -95,11 +101,65 @@ def hf_generate(model, batch, tokens: int, static: bool):
     return out
 
 
-def step_latency(model, context: int, n: int, repeat: int) -> float:
-    batch = t2t_batch(model, [context])
-    one = timed(lambda: ours(model, batch, 1), repeat)
-    many = timed(lambda: ours(model, batch, 1 + n), repeat)
-    return (many - one) / n
+def step_times(model, batch, tokens: int, batch_size: int = 1) -> tuple:
+    """(seconds of the whole greedy run of `tokens` ids, seconds of each of its decode steps): a
+    step is the time between the starts of consecutive one-position forwards of the LLM (head,
+    processors and bookkeeping included)."""
+    starts = []
+
+    def note(module, args, kwargs):
+        if kwargs["inputs_embeds"].shape[1] == 1:
+            starts.append(time.perf_counter())
+
+    hook = model.base_llm().model.register_forward_pre_hook(note, with_kwargs=True)
+    try:
+        total = timed(lambda: ours(model, batch, tokens, batch_size))
+    finally:
+        hook.remove()
+    return total, [b - a for a, b in zip(starts, starts[1:])]
+
+
+def step_latencies(model, contexts: tuple, n: int, repeat: int) -> dict:
+    """Median step seconds after a prompt of each length; the lengths are timed in turn, `repeat`
+    rounds, so a change of machine load hits them alike."""
+    batches = {c: t2t_batch(model, [c]) for c in contexts}
+    times = {c: [] for c in contexts}
+    for _ in range(repeat):
+        for c in contexts:
+            times[c] += step_times(model, batches[c], 2 + n)[1]
+    return {c: statistics.median(t) for c, t in times.items()}
+
+
+def gemm_rates(llm_config, reps: int = 3) -> dict:
+    """GFLOP/s of the decode step's matmuls (one layer's + the text head) with 1 and 8 input rows:
+    plain F.linear, and block by block (chunked_linear, what the decoder uses at 4..15 rows)."""
+    c = llm_config
+    hd = c.hidden_size // c.num_attention_heads
+    shapes = [(c.hidden_size, c.hidden_size), (c.hidden_size, 2 * c.num_key_value_heads * hd),
+              (c.hidden_size, c.hidden_size), (c.hidden_size, c.intermediate_size),
+              (c.hidden_size, c.intermediate_size), (c.intermediate_size, c.hidden_size),
+              (c.hidden_size, c.vocab_size)]
+    weights = [torch.randn(n, k) for k, n in shapes]
+    flops = {m: sum(2 * m * k * n for k, n in shapes) for m in (1, 8)}
+    out = {}
+    for rows in (1, 8):
+        xs = [torch.randn(rows, k) for k, _ in shapes]
+        plain = lambda: [F.linear(x, w) for x, w in zip(xs, weights)]  # noqa: E731
+        blocks = lambda: [chunked_linear(x, w, None, block_rows(w.shape[1])) for x, w in zip(xs, weights)]  # noqa: E731
+        out[f"plain_m{rows}"] = flops[rows] / timed(plain, reps) / 1e9
+        out[f"blocks_m{rows}"] = flops[rows] / timed(blocks, reps) / 1e9
+    return out
+
+
+def batch_ratio(model, tokens: int) -> dict:
+    """tokens/s of 8 items decoded together vs one by one: whole runs (prefill included), and the
+    decode steps alone (median step time)."""
+    b8 = t2t_batch(model, [8 + 3 * i for i in range(8)])
+    t8, s8 = step_times(model, b8, tokens, batch_size=8)
+    alone = [step_times(model, select_item(b8, i), tokens) for i in range(8)]
+    t1, s1 = sum(t for t, _ in alone), [s for _, steps in alone for s in steps]
+    return {"b8_tok_s": 8 * tokens / t8, "b1x8_tok_s": 8 * tokens / t1,
+            "b8_step_tok_s": 8 / statistics.median(s8), "b1x8_step_tok_s": 1 / statistics.median(s1)}
 
 
 def bench(name: str, tokens: int, repeat: int) -> dict:
@@ -114,16 +174,15 @@ def bench(name: str, tokens: int, repeat: int) -> dict:
     r["ours_tok_s"] = tokens / t_ours
     r["hf_tok_s"] = tokens / t_hf
     r["hf_static_tok_s"] = tokens / t_hf_static
-    n = 10 if name == "qwen0.5b" else 40
-    for ctx in (10, 500, 2000):
-        r[f"step_ms@{ctx}"] = 1000 * step_latency(model, ctx, n, repeat)
-    b8 = t2t_batch(model, [8 + 3 * i for i in range(8)])
-    t8 = timed(lambda: ours(model, b8, tokens, batch_size=8), 1)
-    t1 = timed(lambda: ours(model, b8, tokens, batch_size=1), 1)
-    r["b8_tok_s"], r["b1x8_tok_s"] = 8 * tokens / t8, 8 * tokens / t1
+    n = 10 if name == "qwen0.5b" else 100
+    for ctx, sec in step_latencies(model, (10, 500, 2000), n, repeat).items():
+        r[f"step_ms@{ctx}"] = 1000 * sec
+    r.update(batch_ratio(model, tokens))
+    r.update(gemm_rates(model.base_llm().config, 1 if name == "qwen0.5b" else 20))
     r["ratio_vs_generate"] = r["ours_tok_s"] / max(r["hf_tok_s"], r["hf_static_tok_s"])
     r["ratio_step_2000_vs_10"] = r["step_ms@2000"] / r["step_ms@10"]
     r["ratio_b8_vs_b1"] = r["b8_tok_s"] / r["b1x8_tok_s"]
+    r["ratio_b8_vs_b1_steps"] = r["b8_step_tok_s"] / r["b1x8_step_tok_s"]
     return r
 
 
@@ -132,7 +191,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="tiny,qwen0.5b")
     ap.add_argument("--tokens", type=int, default=100, help="ids generated per run (tiny)")
     ap.add_argument("--big_tokens", type=int, default=30, help="ids generated per run (qwen0.5b)")
-    ap.add_argument("--repeat", type=int, default=2, help="best of N timings (tiny; qwen0.5b: 1)")
+    ap.add_argument("--repeat", type=int, default=3, help="best of N timings (tiny; qwen0.5b: 1)")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -146,6 +205,11 @@ def main(argv=None) -> int:
         print(f"step latency ms at 10 / 500 / 2000 positions: {r['step_ms@10']:.2f} / {r['step_ms@500']:.2f} / "
               f"{r['step_ms@2000']:.2f}")
         print(f"tokens/s batch 8: {r['b8_tok_s']:.1f} vs batch 1: {r['b1x8_tok_s']:.1f}")
+        print(f"tokens/s decode steps only (median step), batch 8: {r['b8_step_tok_s']:.1f} vs batch 1: "
+              f"{r['b1x8_step_tok_s']:.1f} ({r['ratio_b8_vs_b1_steps']:.2f}x)")
+        print(f"step matmuls GFLOP/s, 1 row vs 8 rows: plain F.linear {r['plain_m1']:.1f} vs {r['plain_m8']:.1f}"
+              f" | in weight blocks {r['blocks_m1']:.1f} vs {r['blocks_m8']:.1f} | 8-row step / 1-row step "
+              f"time: plain {8 * r['plain_m1'] / r['plain_m8']:.2f}x, blocks {8 * r['plain_m1'] / r['blocks_m8']:.2f}x")
         print(f"RATIO ours/generate() {r['ratio_vs_generate']:.2f} (target >= 1) | step 2000/10 "
               f"{r['ratio_step_2000_vs_10']:.2f} (target <= 1.5) | batch8/batch1 {r['ratio_b8_vs_b1']:.2f} (target >= 4)",
               flush=True)

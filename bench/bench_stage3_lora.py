@@ -15,6 +15,10 @@ grad clip, one AdamW step, on CPU. Shapes (upstream recipe, conf/ct_config.yaml)
   dynamic3700  the fullest dynamic batch at max_seq_in_batch 3700: four 30 s
                utterances of <S2TCHAT> <THINKER> with 490 think+answer tokens each
                (4 x upstream's length estimate 923 = 3692 <= 3700)
+  seq2048      one 30 s <S2TCHAT> <THINKER> utterance whose think+answer text fills the
+               LLM input to exactly --seq positions (2048): the training step's tokens/s
+               at that length, for the record (not part of "both")
+The step's tokens/s is LLM input positions (B x L) / step seconds.
 Peak memory is the process's peak RSS (weights are memory-mapped from the
 checkpoint file and counted once touched); torch has no allocator statistics on
 CPU, so the tensor-level split (weights, trainable, grads, optimizer states) is
@@ -40,7 +44,9 @@ TARGET_GB = 20.0
 SHAPES = {  # name: (task tag, utterances, seconds of audio, text tokens, speech tokens)
     "think30s": ("<S2TCHAT> <TEXT2TOKEN> <THINK>", 1, 30.0, 300, 750),
     "dynamic3700": ("<S2TCHAT> <THINKER>", 4, 30.0, 490, 0),
+    "seq2048": ("<S2TCHAT> <THINKER>", 1, 30.0, None, 0),  # text length: fills the LLM input to --seq
 }
+MEMORY_SHAPES = ("think30s", "dynamic3700")
 GB = 2 ** 30
 
 
@@ -49,9 +55,10 @@ def recipe_config() -> dict:
     return load_config(str(RECIPE))
 
 
-def make_batch(shape: str, tokenizer, speech_token_num: int, seed: int = 0) -> dict:
+def make_batch(shape: str, tokenizer, speech_token_num: int, seed: int = 0, n_text: int = None) -> dict:
     from osum_echat import tasks
-    tag, n, seconds, n_text, n_speech = SHAPES[shape]
+    tag, n, seconds, shape_text, n_speech = SHAPES[shape]
+    n_text = shape_text if n_text is None else n_text
     spec = tasks.TASKS[tag]
     g = torch.Generator().manual_seed(seed)
     frames = int(seconds * 100)
@@ -77,7 +84,17 @@ def _nbytes(tensors) -> int:
     return total
 
 
-def measure(checkpoint: str, shape: str) -> dict:
+def fill_to(model, shape: str, tokenizer, speech_token_num: int, seq: int) -> dict:
+    """A batch of `shape` whose LLM input is exactly `seq` positions long (the prompt part measured)."""
+    probe = make_batch(shape, tokenizer, speech_token_num, n_text=8)
+    with torch.no_grad():
+        overhead = model.assemble(probe).inputs_embeds.shape[1] - 8
+    if seq <= overhead:
+        raise SystemExit(f"--seq {seq} is shorter than the prompt part of {shape} ({overhead} positions)")
+    return make_batch(shape, tokenizer, speech_token_num, n_text=seq - overhead)
+
+
+def measure(checkpoint: str, shape: str, seq: int = 2048) -> dict:
     """Runs in its own process."""
     from osum_echat.bin.train import build_optimizer
     from osum_echat.models import load_model
@@ -91,7 +108,10 @@ def measure(checkpoint: str, shape: str) -> dict:
     model.train()
     optimizer = build_optimizer(model, config)
     load_s = time.perf_counter() - start
-    batch = make_batch(shape, tokenizer, config["speech_token_num"])
+    if SHAPES[shape][3] is None:
+        batch = fill_to(model, shape, tokenizer, config["speech_token_num"], seq)
+    else:
+        batch = make_batch(shape, tokenizer, config["speech_token_num"])
     seen = {}
 
     def record(module, args, kwargs):
@@ -122,6 +142,7 @@ def measure(checkpoint: str, shape: str) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="both", choices=["both", *SHAPES])
+    ap.add_argument("--seq", type=int, default=2048, help="LLM input length of the seq2048 shape")
     ap.add_argument("--checkpoint", default=None, help="use this released-layout file instead of writing one")
     ap.add_argument("--tmp", default=None)
     ap.add_argument("--keep", action="store_true")
@@ -130,9 +151,9 @@ def main() -> int:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.measure:
-        print(json.dumps(measure(args.measure, args.shape)))
+        print(json.dumps(measure(args.measure, args.shape, args.seq)))
         return 0
-    shapes = list(SHAPES) if args.shape == "both" else [args.shape]
+    shapes = list(MEMORY_SHAPES) if args.shape == "both" else [args.shape]
     results = []
     with ScratchDir(args.tmp, args.keep) as tmp:
         ckpt = args.checkpoint
@@ -142,7 +163,7 @@ def main() -> int:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         for shape in shapes:
             done = subprocess.run([sys.executable, __file__, "--measure", ckpt, "--shape", shape,
-                                   "--threads", str(args.threads)], env=env, capture_output=True, text=True)
+                                   "--threads", str(args.threads), "--seq", str(args.seq)], env=env, capture_output=True, text=True)
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)
                 return 1
@@ -152,11 +173,12 @@ def main() -> int:
           f"trainable (LoRA + adapter + speech embedding/head): {r0['trainable'] / 1e6:.1f}M; "
           f"tokenizer: {r0['tokenizer']}; CPU, {r0['threads']} threads")
     print(f"{'shape':12s}{'LLM B x L':>11s}{'weights':>9s}{'grads':>7s}{'optim':>7s}{'peak RSS':>10s}"
-          f"{'step s':>8s}{'loss':>8s}")
+          f"{'step s':>8s}{'tokens/s':>10s}{'loss':>8s}")
     for r in results:
         b, L = r["llm_batch"]
         print(f"{r['shape']:12s}{f'{b} x {L}':>11s}{r['weights_gb']:9.2f}{r['grads_gb']:7.2f}"
-              f"{r['optimizer_gb']:7.2f}{r['peak_rss_gb']:10.2f}{r['step_s']:8.0f}{r['loss']:8.3f}")
+              f"{r['optimizer_gb']:7.2f}{r['peak_rss_gb']:10.2f}{r['step_s']:8.0f}{b * L / r['step_s']:10.2f}"
+              f"{r['loss']:8.3f}")
     worst = max(r["peak_rss_gb"] for r in results)
     print(f"peak memory (GiB) {worst:.2f}: target <= {TARGET_GB}: {'met' if worst <= TARGET_GB else 'NOT met'}")
     return 0

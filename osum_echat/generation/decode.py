@@ -25,6 +25,8 @@ from typing import Optional
 import torch
 
 from osum_echat import tasks as task_table
+from osum_echat.generation.chunked_linear import chunked_linears
+from osum_echat.generation.kv_cache import DecodeCache, StepMask
 from osum_echat.generation.processors import Rows, TagCotConstraint, apply_chain, build_chain, pick
 from osum_echat.generation.streaming import PhaseState
 from osum_echat.models.osum_echat import spec_for_output_type
@@ -166,36 +168,41 @@ class Decoder:
                                             error=f"decode_error: {type(e).__name__}: {e}"))]
 
     def _decode_chunk(self, prompts: list, spec, conf: DecodeConfig) -> list:
-        model, dev = self.model, self.model.device
-        llm = model.base_llm().model
+        llm = self.model.base_llm().model
+        cache = DecodeCache(llm.config.num_hidden_layers)
+        hidden, last_pos, step_mask = self._prefill(llm, prompts, cache)
+        run = _Run(self, spec, conf, prompts)
+        active = torch.arange(len(prompts), device=hidden.device)  # original row of each cache row
+        with chunked_linears([llm, self.model.lm_head, self.model.speech_head]):
+            while True:
+                ids, next_embeds = run.step(hidden, active.tolist())
+                keep = [j for j, r in enumerate(active.tolist()) if not run.states[r].done]
+                if not keep:
+                    break
+                if len(keep) < len(active):
+                    sel = torch.tensor(keep, device=hidden.device)
+                    cache.batch_select_indices(sel)
+                    step_mask.select(keep, sel)
+                    active, next_embeds, last_pos = active[sel], next_embeds[sel], last_pos[sel]
+                last_pos = last_pos + 1
+                out = llm(inputs_embeds=next_embeds[:, None], attention_mask=step_mask.next(),
+                          position_ids=last_pos[:, None], past_key_values=cache, use_cache=True)
+                hidden = out.last_hidden_state[:, -1]
+        return [run.hypothesis(i) for i in range(len(prompts))]
+
+    def _prefill(self, llm, prompts: list, cache: DecodeCache):
+        """Left-pads the prompts into one batch (every row ends at the last column) and runs them;
+        returns the last hidden states, the last positions and the step mask."""
         b, width = len(prompts), max(len(p.embeds) for p in prompts)
         embeds = prompts[0].embeds.new_zeros(b, width, prompts[0].embeds.size(-1))
-        mask = torch.zeros(b, width, dtype=torch.long, device=dev)
-        for i, p in enumerate(prompts):  # left padding: every row ends at the last column
+        mask = torch.zeros(b, width, dtype=torch.long, device=self.model.device)
+        for i, p in enumerate(prompts):
             embeds[i, width - len(p.embeds):] = p.embeds
             mask[i, width - len(p.embeds):] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        last_pos = positions[:, -1]
-
-        run = _Run(self, spec, conf, prompts)
-        active = torch.arange(b, device=dev)  # original row of each cache row
-        while True:
-            ids, next_embeds = run.step(hidden, active.tolist())
-            keep = [j for j, r in enumerate(active.tolist()) if not run.states[r].done]
-            if not keep:
-                break
-            if len(keep) < len(active):
-                sel = torch.tensor(keep, device=dev)
-                cache.batch_select_indices(sel)
-                active, next_embeds, mask, last_pos = active[sel], next_embeds[sel], mask[sel], last_pos[sel]
-            mask = torch.cat([mask, mask.new_ones(len(active), 1)], 1)
-            last_pos = last_pos + 1
-            out = llm(inputs_embeds=next_embeds[:, None], attention_mask=mask, position_ids=last_pos[:, None],
-                      past_key_values=cache, use_cache=True)
-            cache, hidden = out.past_key_values, out.last_hidden_state[:, -1]
-        return [run.hypothesis(i) for i in range(b)]
+        out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                  use_cache=True)
+        return out.last_hidden_state[:, -1], positions[:, -1], StepMask(mask, llm.config.layer_types)
 
 
 class _Run:

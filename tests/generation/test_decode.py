@@ -145,6 +145,28 @@ def test_batched_left_padded_decoding_equals_one_by_one(setup, ending_model, pre
 
 
 @torch.no_grad()
+@pytest.mark.parametrize("prefix", ["tts", "s2s"])
+def test_growing_cache_and_weight_blocks_keep_the_ids(setup, ending_model, prefix, monkeypatch):
+    """Forced at tiny sizes (buffers grow every step, every linear split in blocks of 8 rows), a
+    batch of 4 still gives each item the ids of the no-cache, no-batch reference."""
+    from osum_echat.generation import chunked_linear, kv_cache
+    monkeypatch.setattr(kv_cache, "MIN_SPARE", 1)
+    monkeypatch.setattr(chunked_linear, "BLOCK_BYTES", 8 * 64 * 4)
+    blocked = []
+    real = chunked_linear._blocked
+    monkeypatch.setattr(chunked_linear, "_blocked", lambda x, b: blocked.append(len(b)) or real(x, b))
+    batches, model = setup[1], ending_model
+    batch = merge([batches[f"{prefix}{i}"] for i in range(N_WAVS)])
+    spec = tasks.get_task(batch.task[0])
+    hyps = Decoder(model, dict(max_text_tokens=40, max_speech_tokens=12), greedy=True, batch_size=4).decode(batch)
+    assert blocked and min(blocked) >= 8 and not any(h.hit_max_text_tokens for h in hyps)
+    fed = 1 if spec.decode_phases == "speech" else 0
+    for i, hyp in enumerate(hyps):
+        ref = two_phase_reference(model, select_item(batch, i), spec, len(hyp.raw_ids) - fed)
+        assert hyp.raw_ids[fed:] == ref
+
+
+@torch.no_grad()
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_precision_decodes_every_task(setup, tiny_tokenizer, dtype):
     _, batches, cfg = setup

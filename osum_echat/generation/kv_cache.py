@@ -1,0 +1,99 @@
+"""KV cache and attention mask of the decode loop, with no per-step work that grows with the context.
+
+transformers' DynamicCache appends each step's keys/values with torch.cat (a copy of the whole
+cache per layer per step), and the model rebuilds the 4-D attention mask from the growing 2-D
+padding mask at every step. Here keys/values are written in place into buffers with spare room
+(grown geometrically, so copies are amortised) and attention reads a view of the filled part; the
+step mask is a view of a preallocated boolean buffer, passed to the model ready-made.
+
+The prefill sees exactly what it sees with a DynamicCache (the keys/values it just computed), and
+a step sees the same values and the same mask as before, so the decoded ids do not change.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from transformers.cache_utils import Cache, DynamicLayer
+
+MIN_SPARE = 256  # positions added when a buffer grows; at least half the filled length
+
+
+def _room(filled: int) -> int:
+    return filled + max(MIN_SPARE, filled // 2)
+
+
+class _BufferLayer(DynamicLayer):
+    """One layer's keys/values in (batch, heads, capacity, head_dim) buffers."""
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        self.length, self.k_buf, self.v_buf = 0, None, None
+        self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        start, end = self.length, self.length + key_states.shape[-2]
+        if self.k_buf is None or end > self.k_buf.shape[-2]:
+            self._grow(end, key_states)
+        self.k_buf[:, :, start:end] = key_states
+        self.v_buf[:, :, start:end] = value_states
+        self.length = end
+        self.keys, self.values = self.k_buf[:, :, :end], self.v_buf[:, :, :end]
+        if start == 0:  # the prefill attends over its own keys/values, as with a DynamicCache
+            return key_states, value_states
+        return self.keys, self.values
+
+    def _grow(self, needed: int, like: torch.Tensor) -> None:
+        b, h, _, d = like.shape
+        k = torch.empty(b, h, _room(needed), d, dtype=self.dtype, device=self.device)
+        v = torch.empty_like(k)
+        if self.length:
+            k[:, :, :self.length] = self.keys
+            v[:, :, :self.length] = self.values
+        self.k_buf, self.v_buf = k, v
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.get_seq_length() > 0:
+            self.k_buf, self.v_buf = self.k_buf[indices], self.v_buf[indices]
+            self.keys, self.values = self.k_buf[:, :, :self.length], self.v_buf[:, :, :self.length]
+
+
+class DecodeCache(Cache):
+    """A Cache of buffer layers; `num_layers` as in the model's config."""
+
+    def __init__(self, num_layers: int):
+        super().__init__(layers=[_BufferLayer() for _ in range(num_layers)])
+
+
+class StepMask:
+    """The attention mask of one decode step for left-padded rows, as the model would build it:
+    None when no remaining row is padded (SDPA then needs no mask), else (rows, 1, 1, kv) booleans,
+    True where a row attends."""
+
+    def __init__(self, prompt_mask: torch.Tensor, layer_types):
+        self.kinds = set(layer_types)
+        self.length = prompt_mask.shape[1]
+        self.padded = [bool(p) for p in (prompt_mask[:, 0] == 0).tolist()]
+        self.buf = torch.ones(prompt_mask.shape[0], _room(self.length), dtype=torch.bool, device=prompt_mask.device)
+        self.buf[:, :self.length] = prompt_mask.bool()
+
+    def select(self, keep: list, index: torch.Tensor) -> None:
+        self.padded = [self.padded[j] for j in keep]
+        self.buf = self.buf[index]
+
+    def next(self) -> dict:
+        """Mask mapping (per attention type) for a step that adds one position to every row."""
+        self.length += 1
+        if self.length > self.buf.shape[1]:
+            grown = self.buf.new_ones(self.buf.shape[0], _room(self.length))
+            grown[:, :self.buf.shape[1]] = self.buf
+            self.buf = grown
+        mask: Optional[torch.Tensor] = None
+        if any(self.padded):
+            mask = self.buf[:, None, None, :self.length]
+        return {kind: mask for kind in self.kinds}
