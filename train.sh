@@ -47,6 +47,7 @@ num_workers=1
 prefetch=50
 max_steps=""               # stop after N optimizer steps (smoke runs)
 dtype=""                   # float32 | bfloat16 | float16: dtype the model is built in (empty: float32)
+data_index=""              # folder of the facts a resume seeks with (empty: DIR/data_index; none: off)
 override=""                # extra --override_config items, space separated (key.sub=value)
 help_message="usage: bash train.sh [--stage 0] [--stop_stage 1] --config YAML --dir DIR \
 [--data_s2t YAML] [--data_t2s YAML] [--data_s2s YAML] [--data_t2t YAML] [--checkpoint PT] ...
@@ -112,6 +113,7 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   [ -n "$data_root" ] && args+=(--data_root "$data_root")
   [ -n "$max_steps" ] && args+=(--max_steps "$max_steps")
   [ -n "$dtype" ] && args+=(--dtype "$dtype")
+  [ -n "$data_index" ] && args+=(--data_index "$data_index")
   for item in $override; do args+=(--override_config "$item"); done
   # One check of the config, model files and data lists before any process starts (no DeepSpeed
   # import): a mistake is one line and a non-zero exit, not a traceback per rank.

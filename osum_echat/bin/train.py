@@ -60,6 +60,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--prefetch", type=int, default=100)
     p.add_argument("--pin_memory", action="store_true")
+    p.add_argument("--data_index", default=None,
+                   help="folder of the per-sample facts a resumed run seeks with (osum_echat/data/data_index.py); "
+                        "default MODEL_DIR/data_index; 'none': off (a resume then decodes what it passes over)")
     # distributed / precision
     p.add_argument("--ddp.dist_backend", dest="dist_backend", default=None,
                    choices=["nccl", "gloo", "hccl"], help="default: from the device")
@@ -190,6 +193,8 @@ def build_loaders(args, config, tokenizer):
     from osum_echat.data.dataset import build_dataloader, build_dataset
     train = build_dataset(config, args.data_type, data_lists(args), tokenizer,
                           root=args.data_root, mode="train")
+    index = args.data_index or os.path.join(args.model_dir, "data_index")
+    train.use_data_index(None if index.lower() == "none" else index)
     loader = build_dataloader(train, args.num_workers, args.prefetch, args.pin_memory)
     cv_loader = None
     if args.cv_data:

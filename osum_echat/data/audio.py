@@ -7,6 +7,7 @@ import os
 import torch
 
 from . import features
+from .data_index import DeferredWav
 
 # upstream's tar reader resamples every history wav to this rate, whatever resample_conf says
 UPSTREAM_HISTORY_RATE = 16000
@@ -40,8 +41,29 @@ def _history_turn_like_upstream(wav, rate, main_audio):
         return None, None, ("bad_audio", f"dialogue's main audio: {type(e).__name__}: {e}")
 
 
-def load_audio(samples, counter):
-    """Decode the audio of speech-input tasks (and their history turns); text-only tasks carry none."""
+def _decode_main(sample, audio, index):
+    """The main audio, decoded; or while a resumed run seeks, a DeferredWav or the recorded verdict of an
+    audio the data index knows (data/data_index.py: the facts of every decode are recorded there)."""
+    start, end, relabel = sample.get("start"), sample.get("end"), sample.get("upstream_rate_of")
+    if relabel is not None or index is None:
+        wav, rate, err = _decode(audio, start, end)
+        if not err and relabel is not None:
+            wav, rate, err = _history_turn_like_upstream(wav, rate, relabel)
+        return wav, rate, err
+    aid = index.audio_id(audio, start, end, sample.get("key"))
+    known = index.known_audio(audio, start, end, aid)
+    if isinstance(known, DeferredWav):
+        return known, known.rate, None
+    if known is not None:
+        return None, None, known
+    wav, rate, err = _decode(audio, start, end)
+    index.add_audio(aid, wav, rate, err)
+    return wav, rate, err
+
+
+def load_audio(samples, counter, index=None):
+    """Decode the audio of speech-input tasks (and their history turns); text-only tasks carry none.
+    index (data/data_index.py, train mode): main audios are looked up / recorded there."""
     for sample in samples:
         key, src = sample.get("key"), sample.get("src", "?")
         audio = sample.pop("audio", None)
@@ -51,9 +73,7 @@ def load_audio(samples, counter):
             if audio is None:
                 counter.skip("missing_audio", src, key, f"task {sample['task']} needs audio and the sample has none")
                 continue
-            wav, rate, err = _decode(audio, sample.get("start"), sample.get("end"))
-            if not err and sample.get("upstream_rate_of") is not None:
-                wav, rate, err = _history_turn_like_upstream(wav, rate, sample["upstream_rate_of"])
+            wav, rate, err = _decode_main(sample, audio, index)
             if err:
                 counter.skip(err[0], src, key, err[1])
                 continue
@@ -106,9 +126,11 @@ class LazyFeat:
 
 
 def materialize(samples: list) -> list:
+    """Deferred fields (LazyFeat features, data_index.DeferredIds label and prompt) computed."""
     for sample in samples:
-        if isinstance(sample.get("feat"), LazyFeat):
-            sample["feat"] = sample["feat"].materialize()
+        for name in ("feat", "label", "prompt"):
+            if hasattr(sample.get(name), "materialize"):
+                sample[name] = sample[name].materialize()
     return samples
 
 
@@ -155,7 +177,8 @@ def compute_features(samples, counter, *, feats_type="log_mel_spectrogram", n_ff
             frames = features.log_mel_frames(length, hop_length, padding)
 
         def make():
-            w = wav if orig_rate is None else features.resample(wav, orig_rate, rate)
+            w = wav.load() if isinstance(wav, DeferredWav) else wav
+            w = w if orig_rate is None else features.resample(w, orig_rate, rate)
             return feat_of(w, rate)
         return LazyFeat(make, frames, (fbank_conf or {}).get("num_mel_bins", 80) if feats_type == "fbank"
                         else num_mel_bins), length

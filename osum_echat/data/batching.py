@@ -82,11 +82,14 @@ def padding(batches):
         yield Batch.from_samples(items)
 
 
-def emit(batches, worker: int = 0, skip: int = 0):
+def emit(batches, worker: int = 0, skip: int = 0, seeked=None):
     """Batches (lists of samples, lazy features computed here), padded; the first `skip` pass as
-    SkippedBatch markers without features being computed (a resumed run already trained on them)."""
+    SkippedBatch markers without features being computed (a resumed run already trained on them).
+    seeked(): called once the last of them is formed (the data index's skip path ends there)."""
     for i, items in enumerate(batches):
         if i < skip:
+            if i + 1 == skip and seeked is not None:
+                seeked()
             yield SkippedBatch(worker, len(items))
         else:
             out = Batch.from_samples(materialize(items))

@@ -70,6 +70,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from .. import tasks as task_table
 from ..config import ConfigError, resolve_path
 from . import processors as P
+from .data_index import DataIndex, IndexedTokenizer, start_index
 from .skips import SkipCounter
 from .sources import read_entries, read_entry
 
@@ -147,6 +148,7 @@ class OsumDataset(IterableDataset):
         recover = self.conf.get("data_recover", False)
         self.start_index = int((self.conf.get("data_recover_conf") or {}).get("start_idx", 0)) if recover else 0
         self.skip_keys = frozenset(skip_keys)
+        self.index = None  # data_index.DataIndex: use_data_index
         if fixed_prompt is not None:
             self.prompts = _FixedPrompt(fixed_prompt)
 
@@ -230,12 +232,14 @@ class OsumDataset(IterableDataset):
                       think_mode=self.think_mode, banned_words=() if decode else banned, targets_required=not decode,
                       note_missing_task=filter_conf.pop("filter_no_extra_info", False),
                       limited_langs=None if decode else (conf.get("language_conf") or {}).get("limited_langs"))
+        index = self.index if lazy else None
         if decode:
             stream = self._tokenize_per_key(stream, tok_kw)
         else:
-            stream = P.tokenize(stream, self.tokenizer, counter, rng=self._tokenize_rng(), **tok_kw)
+            tokenizer = self.tokenizer if index is None else IndexedTokenizer(self.tokenizer, index)
+            stream = P.tokenize(stream, tokenizer, counter, rng=self._tokenize_rng(), **tok_kw)
         stream = P.route(stream, counter, only)
-        stream = P.load_audio(stream, counter)
+        stream = P.load_audio(stream, counter, index=index)
         if self.mode in ("infer", "decode"):
             filter_conf = {"max_length": float("inf"), "min_length": 0, "token_max_length": float("inf"),
                            "token_min_length": 0, "max_seq_len": 0}
@@ -317,9 +321,16 @@ class OsumDataset(IterableDataset):
         self.resume_skip = {int(w): int(n) for w, n in per_worker.items()}
         return True
 
+    def use_data_index(self, root: Optional[str]) -> None:
+        """Train mode: record per-sample facts under `root` and seek with them (data/data_index.py);
+        None: off."""
+        self.index = DataIndex(root, self.tokenizer) if root and self.mode == "train" else None
+
     def __iter__(self):
         worker = _worker_id()
-        return P.emit(self.batch_lists(), worker, self.resume_skip.get(worker, 0))
+        skip = self.resume_skip.get(worker, 0)
+        seeked = start_index(self.index, self._rank_world()[0], worker, skip)
+        return P.emit(self.batch_lists(), worker, skip, seeked=seeked)
 
     def skip_counts(self) -> dict:
         return self.counter.counts()

@@ -23,6 +23,7 @@ from torch.utils.data import IterableDataset
 from ..config import ConfigError
 from ..tasks import MIX_CATEGORIES
 from .batching import emit
+from .data_index import start_index
 from .skips import SkipCounter
 
 
@@ -48,10 +49,21 @@ class MixedDataset(IterableDataset):
         self.resume_skip = {int(w): int(n) for w, n in per_worker.items()}
         return True
 
+    def use_data_index(self, root) -> None:
+        """One data index (data/data_index.py) shared by the parts."""
+        parts = list(self.datasets.values())
+        if parts:
+            parts[0].use_data_index(root)
+            for ds in parts[1:]:
+                ds.index = parts[0].index
+
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
-        return emit(self._mixed(), worker, self.resume_skip.get(worker, 0))
+        skip = self.resume_skip.get(worker, 0)
+        parts = list(self.datasets.values())
+        index, rank = (parts[0].index, parts[0]._rank_world()[0]) if parts else (None, 0)
+        return emit(self._mixed(), worker, skip, seeked=start_index(index, rank, worker, skip))
 
     def _mixed(self):
         info = torch.utils.data.get_worker_info()

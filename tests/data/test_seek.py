@@ -209,3 +209,110 @@ def test_seek_through_four_way_mixing(lists, busy_config, tiny_tokenizer):
         assert len(resumed) == len(full) and all(isinstance(x, SkippedBatch) for x in resumed[:k])
         for a, b in zip(resumed[k:], full[k:]):
             assert_same(a, b)
+
+
+# ---------------------------------------------------------------- data index (data/data_index.py)
+
+def _bad_audio_list(raw_list, tmp_path):
+    """The raw list plus audio that is corrupt, NaN, and missing (skipped, counted)."""
+    import numpy as np
+    import soundfile
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio at all")
+    soundfile.write(str(bad / "nan.wav"), np.full(8000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
+    lines = [json.dumps({"key": f"bad_{name}{i}", "wav": str(bad / f"{name}.wav"), "txt": f"bad {name}",
+                         "task": "<TRANSCRIBE>"}) for name in ("corrupt", "nan", "missing") for i in range(3)]
+    path = tmp_path / "with_bad.list"
+    path.write_text(open(raw_list).read() + "".join(x + "\n" for x in lines))
+    return str(path)
+
+
+def _run(config, data_type, path, tokenizer, index=None, skip=None, workers=2):
+    ds = build_dataset(config, data_type, path, tokenizer, rank=1, world_size=2)
+    ds.use_data_index(index)
+    ds.set_epoch(1)
+    if skip is not None:
+        assert ds.skip_batches(skip)
+    return list(build_dataloader(ds, num_workers=workers, prefetch=2)), ds.skip_counts()
+
+
+@pytest.mark.parametrize("data_type", ["raw", "shard"])
+def test_seek_with_the_data_index_present_absent_partial_or_torn(lists, busy_config, tiny_tokenizer, tmp_path,
+                                                                 data_type):
+    path = _bad_audio_list(lists["raw"], tmp_path) if data_type == "raw" else lists["shard"]
+    full, counts = _run(busy_config, data_type, path, tiny_tokenizer)
+    if data_type == "raw":
+        assert {"bad_audio", "nan_audio", "missing_file"} <= set(counts)
+    index = tmp_path / "index"
+    first, first_counts = _run(busy_config, data_type, path, tiny_tokenizer, index)  # writes the index
+    assert first_counts == counts and len(first) == len(full)
+    for a, b in zip(first, full):
+        assert_same(a, b)  # the uninterrupted run's batches do not change
+    files = sorted(index.rglob("*.txt"))
+    assert [f.name for f in files] == ["r1w0.txt", "r1w1.txt"]
+    partial = tmp_path / "partial" / files[0].parent.name
+    partial.mkdir(parents=True)
+    for f in files:  # half of each file, then a line torn by a kill mid-write
+        lines = f.read_text().splitlines(keepends=True)
+        (partial / f.name).write_text("".join(lines[: len(lines) // 2]) + lines[-1][:9])
+    for k in (1, len(full) // 2, len(full) - 1):
+        done = dict(collections.Counter(b.worker for b in full[:k]))
+        for where in (index, None, tmp_path / "empty", partial.parent):
+            resumed, resumed_counts = _run(busy_config, data_type, path, tiny_tokenizer, where, done)
+            assert resumed_counts == counts, where
+            assert len(resumed) == len(full) and all(isinstance(x, SkippedBatch) for x in resumed[:k])
+            for a, b in zip(resumed[k:], full[k:]):
+                assert_same(a, b)
+
+
+def test_seek_with_the_index_decodes_and_tokenizes_nothing_it_knows(lists, busy_config, tiny_tokenizer, tmp_path,
+                                                                    monkeypatch, caplog):
+    from osum_echat.data import features
+
+    path = _bad_audio_list(lists["raw"], tmp_path)
+    index = tmp_path / "index"
+    full, counts = _run(busy_config, "raw", path, tiny_tokenizer, index, workers=0)
+    calls = collections.Counter()
+    decode, encode = features.decode_audio, tiny_tokenizer.encode
+    monkeypatch.setattr(features, "decode_audio", lambda *a: calls.update(["decode"]) or decode(*a))
+    monkeypatch.setattr(tiny_tokenizer, "encode", lambda *a, **k: calls.update(["encode"]) or encode(*a, **k))
+    k = len(full) - 1
+    ds = build_dataset(busy_config, "raw", path, tiny_tokenizer, rank=1, world_size=2)
+    ds.use_data_index(index)
+    ds.set_epoch(1)
+    assert ds.skip_batches({0: k})
+    it = iter(ds)
+    with caplog.at_level("INFO"):
+        markers = [next(it) for _ in range(k)]
+    assert all(isinstance(x, SkippedBatch) for x in markers) and sum(x.size for x in markers) > 10
+    prompts = sum(len(v) for v in ds.prompts.values())
+    assert calls["decode"] == 0 and calls["encode"] <= prompts  # each user prompt tokenized once at most
+    assert "and decoded 0" in caplog.text
+    assert_same(next(it), full[k])  # the batch trained on: decoded and tokenized now
+    assert calls["decode"] > 0 and ds.skip_counts() == counts
+
+
+def test_a_stale_index_is_not_used(lists, busy_config, tiny_tokenizer, tmp_path):
+    """Audio replaced on disk after it was indexed: new facts, same batches as without an index.
+    Another tokenizer: another folder."""
+    import soundfile
+
+    from osum_echat.data.data_index import DataIndex, tokenizer_id
+
+    index = tmp_path / "index"
+    _run(busy_config, "raw", lists["raw"], tiny_tokenizer, index)
+    for wav in sorted((tmp_path / "wav").glob("u*.wav"))[::2]:
+        audio, rate = soundfile.read(str(wav), dtype="float32")
+        soundfile.write(str(wav), audio[: len(audio) * 2 // 3], rate, subtype="PCM_16")
+    full, counts = _run(busy_config, "raw", lists["raw"], tiny_tokenizer)
+    k = len(full) // 2
+    done = dict(collections.Counter(b.worker for b in full[:k]))
+    resumed, resumed_counts = _run(busy_config, "raw", lists["raw"], tiny_tokenizer, index, done)
+    assert resumed_counts == counts
+    for a, b in zip(resumed[k:], full[k:]):
+        assert_same(a, b)
+    other = copy.deepcopy(tiny_tokenizer)
+    other.add_tokens(["zqxj"])
+    assert tokenizer_id(other) != tokenizer_id(tiny_tokenizer)
+    assert DataIndex(index, other).dir != DataIndex(index, tiny_tokenizer).dir
