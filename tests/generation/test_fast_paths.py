@@ -34,7 +34,7 @@ def test_block_rows_fill_about_half_a_mebibyte():
     assert cl.block_rows(64, block_bytes=2048) == 8
 
 
-def test_only_float32_linears_wide_enough_are_split_and_restored(monkeypatch):
+def test_only_float32_linears_wide_enough_are_split_and_restored(one_thread, monkeypatch):
     calls = []
     monkeypatch.setattr(cl, "_blocked", lambda x, blocks: calls.append(len(blocks)) or cl.F.linear(x, w))
     wide, narrow, half = nn.Linear(64, 1024), nn.Linear(64, 32), nn.Linear(64, 1024).to(torch.bfloat16)
@@ -43,7 +43,9 @@ def test_only_float32_linears_wide_enough_are_split_and_restored(monkeypatch):
         assert patched == [wide]
         for rows in (1, 3, 4, 15, 16):
             wide(torch.randn(rows, 64))
-    assert calls == [128, 128]  # 1024 / 8 rows per block; only for 4 and 15 rows
+        torch.set_num_threads(2)  # more threads: plain linear
+        wide(torch.randn(8, 64))
+    assert calls == [128, 128]  # 1024 / 8 rows per block; only for 4 and 15 rows, one thread
     assert "forward" not in wide.__dict__
 
 
