@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     sy.add_argument("--save_mel", help="also save the flow's mel, float32 (80, frames)")
     sy.add_argument("--pcm16", action="store_true", help="16-bit PCM instead of float32")
     sy.add_argument("--n_timesteps", type=int, default=None, help="ODE steps (default: 10, as upstream)")
-    sy.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="flow compute dtype")
+    sy.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype of the flow and the vocoder")
     sy.add_argument("--first_chunk", type=int, default=None, help="--stream: tokens before the first packet")
     sy.add_argument("--hop", type=int, default=None, help="--stream: tokens per later packet")
     sy.add_argument("--seed", type=int, default=None, help="seed the noise (reproducible noisy renders)")

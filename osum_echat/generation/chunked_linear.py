@@ -4,9 +4,11 @@ Measured with MKL (torch 2.13, AVX-512, one thread): `F.linear` with 4..15 input
 both the memory-bound time of one row and the compute rate of many rows - with 8 rows the 0.5B
 model's 151,936-way text head takes ~3x its one-row time, its MLP ~2.5x. Splitting the weight into
 blocks of output rows that fit the core's L2 (about 512 KiB each) and multiplying block by block
-brings that to ~1.6x and ~2x, and gives bit-identical results on one thread (each output is the
-same dot product; only the order of the blocks changes). `bench/bench_decode.py` prints the
-rates. Outside 4..15 rows, or for other dtypes/devices, the plain linear runs.
+brings that to ~1.6x and ~2x, and gives bit-identical results (each output is the same dot
+product; only the order of the blocks changes). `bench/bench_decode.py` prints the rates.
+Only on one thread: with more, every block is a parallel region of its own (thousands per step,
+each ending in a barrier, ruinous on a busy machine), and MKL's split of the work changes the last
+bits. Outside 4..15 rows, other dtypes or devices, the plain linear runs.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def _blocked(x: torch.Tensor, blocks: list) -> torch.Tensor:
 
 def _forward(linear: nn.Linear, blocks: list, x: torch.Tensor) -> torch.Tensor:
     rows = x.numel() // x.shape[-1]
-    if MIN_ROWS <= rows <= MAX_ROWS:
+    if MIN_ROWS <= rows <= MAX_ROWS and torch.get_num_threads() == 1:
         return _blocked(x, blocks)
     return F.linear(x, linear.weight, linear.bias)
 
@@ -65,7 +67,7 @@ def _eligible(module: nn.Module, block_bytes: int):
 @contextlib.contextmanager
 def chunked_linears(modules, block_bytes: Optional[int] = None):
     """Within the block, every eligible nn.Linear under `modules` multiplies 4..15 rows block by
-    block (float32 on CPU only); restored on exit."""
+    block (float32 on CPU, one thread only); restored on exit."""
     block_bytes = block_bytes or BLOCK_BYTES
     patched = []
     try:

@@ -202,7 +202,7 @@ class Decoder:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
                   use_cache=True)
-        return out.last_hidden_state[:, -1], positions[:, -1], StepMask(mask, llm.config.layer_types)
+        return out.last_hidden_state[:, -1], positions[:, -1], StepMask(mask, llm.config)
 
 
 class _Run:

@@ -11,8 +11,6 @@ a step sees the same values and the same mask as before, so the decoded ids do n
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from transformers.cache_utils import Cache, DynamicLayer
 
@@ -71,12 +69,14 @@ class DecodeCache(Cache):
 
 
 class StepMask:
-    """The attention mask of one decode step for left-padded rows, as the model would build it:
-    None when no remaining row is padded (SDPA then needs no mask), else (rows, 1, 1, kv) booleans,
-    True where a row attends."""
+    """The attention mask of one decode step for left-padded rows. With SDPA and full attention in
+    every layer it is handed over ready-made, as the model would build it: None when no remaining
+    row is padded (SDPA then needs no mask), else (rows, 1, 1, kv) booleans, True where a row
+    attends. Otherwise (eager attention, sliding windows) the model gets the 2-D mask to build from."""
 
-    def __init__(self, prompt_mask: torch.Tensor, layer_types):
-        self.kinds = set(layer_types)
+    def __init__(self, prompt_mask: torch.Tensor, config):
+        self.ready_made = (config._attn_implementation == "sdpa"
+                           and set(config.layer_types) == {"full_attention"})
         self.length = prompt_mask.shape[1]
         self.padded = [bool(p) for p in (prompt_mask[:, 0] == 0).tolist()]
         self.buf = torch.ones(prompt_mask.shape[0], _room(self.length), dtype=torch.bool, device=prompt_mask.device)
@@ -86,14 +86,13 @@ class StepMask:
         self.padded = [self.padded[j] for j in keep]
         self.buf = self.buf[index]
 
-    def next(self) -> dict:
-        """Mask mapping (per attention type) for a step that adds one position to every row."""
+    def next(self):
+        """The attention_mask argument of a step that adds one position to every row."""
         self.length += 1
         if self.length > self.buf.shape[1]:
             grown = self.buf.new_ones(self.buf.shape[0], _room(self.length))
             grown[:, :self.buf.shape[1]] = self.buf
             self.buf = grown
-        mask: Optional[torch.Tensor] = None
-        if any(self.padded):
-            mask = self.buf[:, None, None, :self.length]
-        return {kind: mask for kind in self.kinds}
+        if not self.ready_made:
+            return self.buf[:, :self.length]
+        return {"full_attention": self.buf[:, None, None, :self.length] if any(self.padded) else None}

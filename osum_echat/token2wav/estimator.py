@@ -3,7 +3,8 @@ transformer blocks. Module names match `flow.pt` (`decoder.estimator.*`).
 
 Inputs are channel-first (B, C, T). `mask` (B, 1, T) may be None for an unpadded batch (the only case
 at inference, where upstream's masks are all ones): the masked products are then skipped, which does
-not change a value.
+not change a value. With bf16/fp16 weights the U-Net runs channels-last inside (layout.py): convolutions
+without layout conversions, and the transformer blocks read the same memory as (B, T, C) without a copy.
 """
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from osum_echat.token2wav.config import EstimatorConfig
+from osum_echat.token2wav.layout import conv, conv_transpose, from_cl, from_time_major, time_major, to_cl, \
+    wants_channels_last
 
 
 def _m(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return x if mask is None else x * mask
+
+
+def _layer(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return conv(module, x) if isinstance(module, nn.Conv1d) else module(x)
 
 
 def sinusoidal_time_embedding(t: torch.Tensor, dim: int, scale: float = 1000.0) -> torch.Tensor:
@@ -38,13 +45,28 @@ class TimestepEmbedding(nn.Module):
         return self.linear_2(F.silu(self.linear_1(x)))
 
 
+class Mish(nn.Mish):
+    """nn.Mish. Below float32 it is computed in float32 from one exp (PyTorch's bf16 mish kernel is ~2.5x
+    slower): tanh(softplus(x)) = p / (p + 2) with p = n (n + 2), n = e^x; x is clamped at 20, beyond which the
+    ratio is 1 in float32. Same accuracy as the bf16 kernel (which also computes in float32)."""
+
+    def forward(self, x):
+        if x.dtype == torch.float32:
+            return F.mish(x)
+        xf = x.float()
+        n = torch.clamp(xf, max=20.0).exp_()
+        p = (n + 2).mul_(n)
+        return p.div_(p + 2).mul_(xf).to(x.dtype)
+
+
 class Block1D(nn.Module):
     def __init__(self, dim: int, dim_out: int, groups: int = 8):
         super().__init__()
-        self.block = nn.Sequential(nn.Conv1d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), nn.Mish())
+        self.block = nn.Sequential(nn.Conv1d(dim, dim_out, 3, padding=1), nn.GroupNorm(groups, dim_out), Mish())
 
     def forward(self, x, mask):
-        return _m(self.block(_m(x, mask)), mask)
+        conv1, norm, act = self.block
+        return _m(act(norm(conv(conv1, _m(x, mask)))), mask)
 
 
 class ResnetBlock1D(nn.Module):
@@ -57,9 +79,10 @@ class ResnetBlock1D(nn.Module):
 
     def forward(self, x, mask, time_emb):
         h = self.block1(x, mask)
-        h = h + self.mlp(time_emb).unsqueeze(-1)
+        t = self.mlp(time_emb)
+        h = h + t.view(*t.shape, *([1] * (h.dim() - 2)))
         h = self.block2(h, mask)
-        return h + self.res_conv(_m(x, mask))
+        return h + conv(self.res_conv, _m(x, mask))
 
 
 class Downsample1D(nn.Module):
@@ -68,7 +91,7 @@ class Downsample1D(nn.Module):
         self.conv = nn.Conv1d(dim, dim, 3, 2, 1)
 
     def forward(self, x):
-        return self.conv(x)
+        return conv(self.conv, x)
 
 
 class Upsample1D(nn.Module):
@@ -77,7 +100,7 @@ class Upsample1D(nn.Module):
         self.conv = nn.ConvTranspose1d(dim, dim, 4, 2, 1)
 
     def forward(self, x):
-        return self.conv(x)
+        return conv_transpose(self.conv, x)
 
 
 class Attention(nn.Module):
@@ -135,9 +158,10 @@ class BasicTransformerBlock(nn.Module):
 
 
 def _attn_bias(mask: torch.Tensor | None, dtype) -> torch.Tensor | None:
-    """Key-padding mask (B, 1, T) -> additive bias (B, 1, 1, T), -1e10 on padding, as upstream."""
+    """Key-padding mask (B, 1, T) or (B, 1, 1, T) -> additive bias (B, 1, 1, T), -1e10 on padding, as upstream."""
     if mask is None:
         return None
+    mask = mask.reshape(mask.shape[0], 1, mask.shape[-1])
     return ((1.0 - mask.to(dtype)) * -1.0e10).unsqueeze(1)
 
 
@@ -175,6 +199,11 @@ class ConditionalDecoder(nn.Module):
     @staticmethod
     def _transformers(x, blocks, mask):
         bias = _attn_bias(mask, x.dtype)
+        if x.dim() == 4:                        # channels-last: (B, T, C) is a view of the same memory
+            x = time_major(x)
+            for block in blocks:
+                x = block(x, bias)
+            return from_time_major(x)
         x = x.transpose(1, 2).contiguous()
         for block in blocks:
             x = block(x, bias)
@@ -184,13 +213,16 @@ class ConditionalDecoder(nn.Module):
         """x, mu, cond (B, 80, T); t (B,); spks (B, 80); mask (B, 1, T) or None -> velocity (B, 80, T)."""
         t = self.time_mlp(sinusoidal_time_embedding(t, self.in_channels).to(t.dtype))
         x = torch.cat([x, mu, spks.unsqueeze(-1).expand(-1, -1, x.shape[-1]), cond], dim=1)
+        channels_last = wants_channels_last(self.final_proj.weight)
+        if channels_last:
+            x, mask = to_cl(x), None if mask is None else mask.unsqueeze(2)
         hiddens, masks = [], [mask]
         for resnet, blocks, down in self.down_blocks:
             m = masks[-1]
             x = self._transformers(resnet(x, m, t), blocks, m)
             hiddens.append(x)
-            x = down(_m(x, m))
-            masks.append(None if m is None else m[:, :, ::2])
+            x = _layer(down, _m(x, m))
+            masks.append(None if m is None else m[..., ::2])
         masks = masks[:-1]
         m = masks[-1]
         for resnet, blocks in self.mid_blocks:
@@ -198,8 +230,9 @@ class ConditionalDecoder(nn.Module):
         for resnet, blocks, up in self.up_blocks:
             m = masks.pop()
             skip = hiddens.pop()
-            x = torch.cat([x[:, :, :skip.shape[-1]], skip], dim=1)
+            x = torch.cat([x[..., :skip.shape[-1]], skip], dim=1)
             x = self._transformers(resnet(x, m, t), blocks, m)
-            x = up(_m(x, m))
+            x = _layer(up, _m(x, m))
         x = self.final_block(x, m)
-        return _m(self.final_proj(_m(x, m)), mask)
+        x = _m(conv(self.final_proj, _m(x, m)), mask)
+        return from_cl(x) if channels_last else x

@@ -49,9 +49,8 @@ class SpeakerPrompt:
             raise ValueError(f"prompt_mel must have shape (frames, 80), got {self.prompt_mel.shape}")
         if self.spk_embedding.shape != (SPK_DIM,):
             raise ValueError(f"spk_embedding must have shape ({SPK_DIM},), got {self.spk_embedding.shape}")
-        if self.prompt_tokens.size and (self.prompt_tokens.min() < 0 or self.prompt_tokens.max() >= 4096):
-            bad = int(np.flatnonzero((self.prompt_tokens < 0) | (self.prompt_tokens >= 4096))[0])
-            raise ValueError(f"prompt_tokens[{bad}] = {self.prompt_tokens[bad]} is outside [0, 4096)")
+        # the upper bound is the model's vocabulary: checked where a model is known (Token2Wav.prompt_tensors)
+        check_token_range(self.prompt_tokens, None)
 
     def save(self, out_dir) -> Path:
         out = Path(out_dir)
@@ -78,6 +77,15 @@ class SpeakerPrompt:
             return cls(*arrays)
         except ValueError as e:
             raise ValueError(f"{src}: {e}") from e
+
+
+def check_token_range(tokens: np.ndarray, vocab_size: int | None, name: str = "prompt_tokens") -> None:
+    """ValueError naming the first id below 0 or, with a vocab_size (the flow's, from cosyvoice.yaml), not below it."""
+    tokens = np.asarray(tokens).reshape(-1)
+    bad = np.flatnonzero((tokens < 0) | (tokens >= (vocab_size if vocab_size is not None else np.inf)))
+    if bad.size:
+        bound = f"outside [0, {vocab_size}) (the model's speech-token vocabulary)" if vocab_size else "negative"
+        raise ValueError(f"{name}[{bad[0]}] = {tokens[bad[0]]} is {bound}")
 
 
 def _as_array(value, dtype, name: str) -> np.ndarray:

@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from osum_echat.token2wav.config import HiFTConfig, key_mismatch
+from osum_echat.token2wav.layout import conv, conv_transpose, from_cl, time_major, to_cl, wants_channels_last
 
 WN_FORMS = {
     "parametrizations": (".parametrizations.weight.original0", ".parametrizations.weight.original1"),
@@ -32,8 +33,10 @@ class Snake(nn.Module):
         self.alpha = nn.Parameter(torch.ones(channels))
 
     def forward(self, x):
-        alpha = self.alpha.unsqueeze(0).unsqueeze(-1)
-        return x + (1.0 / (alpha + 1e-9)) * torch.pow(torch.sin(x * alpha), 2)
+        alpha = self.alpha.view(1, -1, *([1] * (x.dim() - 2)))    # (B, C, T) or channels-last (B, C, 1, T)
+        # in place after the first product: the same operations and roundings, one allocation instead of five
+        y = torch.mul(x, alpha).sin_()
+        return y.mul_(y).mul_(1.0 / (alpha + 1e-9)).add_(x)
 
 
 def _padding(kernel: int, dilation: int = 1) -> int:
@@ -52,7 +55,7 @@ class ResBlock(nn.Module):
 
     def forward(self, x):
         for c1, c2, a1, a2 in zip(self.convs1, self.convs2, self.activations1, self.activations2):
-            x = c2(a2(c1(a1(x)))) + x
+            x = conv(c2, a2(conv(c1, a1(x)))) + x
         return x
 
 
@@ -66,7 +69,12 @@ class ConvRNNF0Predictor(nn.Module):
         self.classifier = nn.Linear(cond_channels, num_class)
 
     def forward(self, mel):
-        return torch.abs(self.classifier(self.condnet(mel).transpose(1, 2)).squeeze(-1))
+        if not wants_channels_last(self.classifier.weight):
+            return torch.abs(self.classifier(self.condnet(mel).transpose(1, 2)).squeeze(-1))
+        x = to_cl(mel)
+        for layer in self.condnet:
+            x = conv(layer, x) if isinstance(layer, nn.Conv1d) else layer(x)
+        return torch.abs(self.classifier(time_major(x)).squeeze(-1))
 
 
 class SourceModuleHnNSF(nn.Module):
@@ -180,18 +188,21 @@ class HiFTGenerator(nn.Module):
         """mel (B, 80, N) + source (B, 1, 256N) -> waveform (B, 256N)."""
         s_real, s_imag = self._stft(s.squeeze(1).float())
         s_stft = torch.cat([s_real, s_imag], dim=1).to(x.dtype)
-        x = self.conv_pre(x)
+        if wants_channels_last(self.conv_pre.weight):
+            x, s_stft = to_cl(x), to_cl(s_stft)
+        x = conv(self.conv_pre, x)
         for i, up in enumerate(self.ups):
-            x = up(F.leaky_relu(x, self.cfg.lrelu_slope))
+            x = conv_transpose(up, F.leaky_relu(x, self.cfg.lrelu_slope))
             if i == len(self.ups) - 1:
-                x = F.pad(x, (1, 0), mode="reflect")
-            x = x + self.source_resblocks[i](self.source_downs[i](s_stft))
+                x = torch.cat([x[..., 1:2], x], dim=-1)    # reflection pad (1, 0)
+            x = x + self.source_resblocks[i](conv(self.source_downs[i], s_stft))
             xs = None
             for j in range(self.num_kernels):
                 y = self.resblocks[i * self.num_kernels + j](x)
                 xs = y if xs is None else xs + y
             x = xs / self.num_kernels
-        x = self.conv_post(F.leaky_relu(x)).float()   # default slope 0.01 here, as upstream
+        x = conv(self.conv_post, F.leaky_relu(x))   # default slope 0.01 here, as upstream
+        x = (from_cl(x) if x.dim() == 4 else x).float()
         half = self.n_fft // 2 + 1
         wav = self._istft(torch.exp(x[:, :half, :]), torch.sin(x[:, half:, :]))
         return torch.clamp(wav, -self.cfg.audio_limit, self.cfg.audio_limit)

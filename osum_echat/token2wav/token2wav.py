@@ -18,6 +18,7 @@ import torch
 from osum_echat.token2wav.config import (Token2WavConfig, key_mismatch, load_config, load_hyperpyyaml_inert,
                                          parse_config)
 from osum_echat.token2wav.flow import MaskedDiffWithXvec
+from osum_echat.token2wav.frontend import check_token_range
 from osum_echat.token2wav.hift import HiFTGenerator, HiFTKeyError, fold_hift_state_dict
 
 CONFIG_FILE, FLOW_FILE, HIFT_FILE = "cosyvoice.yaml", "flow.pt", "hift.pt"
@@ -80,11 +81,12 @@ class Token2Wav:
 
     @classmethod
     def from_dir(cls, model_dir, device="cpu", dtype: torch.dtype = torch.float32,
-                 hift_dtype: torch.dtype = torch.float32) -> "Token2Wav":
+                 hift_dtype: torch.dtype | None = None) -> "Token2Wav":
         """Load a CosyVoice-300M-25Hz directory (or one of other sizes, e.g. from `make-tiny`).
 
-        `dtype` is the flow's compute dtype (bf16 is a speed switch, see README); the vocoder runs in
-        `hift_dtype` (its STFT parts always in float32)."""
+        `dtype` is the compute dtype (bf16 is a speed switch, see README); the vocoder runs in `hift_dtype`,
+        by default the same (its STFT parts always in float32; a float32 vocoder under a bf16 flow is several
+        times slower for a small quality gain, measured by bench/bench_token2wav.py)."""
         root = Path(model_dir)
         if not root.is_dir():
             raise ModelDirError(f"{root}: no such model directory")
@@ -105,7 +107,7 @@ class Token2Wav:
             raise ModelDirError(str(e)) from None
         hift.load_state_dict(hift_sd, strict=True)
         flow.to(device=device, dtype=dtype)
-        hift.to(device=device, dtype=hift_dtype)
+        hift.to(device=device, dtype=hift_dtype or dtype)
         return cls(cfg, flow, hift, root, mel_conf)
 
     @classmethod
@@ -156,8 +158,7 @@ class Token2Wav:
         if seconds > MAX_PROMPT_SECONDS or tokens.shape[1] > MAX_PROMPT_SECONDS * self.cfg.flow.input_frame_rate:
             raise ValueError(f"speaker prompt is {max(seconds, tokens.shape[1] / self.cfg.flow.input_frame_rate):.1f}"
                              f" s long; at most {MAX_PROMPT_SECONDS} s (cut the prompt wav)")
-        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.cfg.flow.vocab_size):
-            raise ValueError(f"prompt tokens must lie in [0, {self.cfg.flow.vocab_size})")
+        check_token_range(tokens.numpy(), self.cfg.flow.vocab_size)
         return tokens.to(self.device), mel.to(self.device), spk.to(self.device)
 
     # --- whole utterance -----------------------------------------------------------------------------

@@ -155,10 +155,15 @@ def test_growing_cache_and_weight_blocks_keep_the_ids(setup, ending_model, prefi
     blocked = []
     real = chunked_linear._blocked
     monkeypatch.setattr(chunked_linear, "_blocked", lambda x, b: blocked.append(len(b)) or real(x, b))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # blocks are used on one thread only
     batches, model = setup[1], ending_model
     batch = merge([batches[f"{prefix}{i}"] for i in range(N_WAVS)])
     spec = tasks.get_task(batch.task[0])
-    hyps = Decoder(model, dict(max_text_tokens=40, max_speech_tokens=12), greedy=True, batch_size=4).decode(batch)
+    try:
+        hyps = Decoder(model, dict(max_text_tokens=40, max_speech_tokens=12), greedy=True, batch_size=4).decode(batch)
+    finally:
+        torch.set_num_threads(threads)
     assert blocked and min(blocked) >= 8 and not any(h.hit_max_text_tokens for h in hyps)
     fed = 1 if spec.decode_phases == "speech" else 0
     for i, hyp in enumerate(hyps):

@@ -34,7 +34,7 @@ def test_block_rows_fill_about_half_a_mebibyte():
     assert cl.block_rows(64, block_bytes=2048) == 8
 
 
-def test_only_float32_linears_wide_enough_are_split_and_restored(monkeypatch):
+def test_only_float32_linears_wide_enough_are_split_and_restored(one_thread, monkeypatch):
     calls = []
     monkeypatch.setattr(cl, "_blocked", lambda x, blocks: calls.append(len(blocks)) or cl.F.linear(x, w))
     wide, narrow, half = nn.Linear(64, 1024), nn.Linear(64, 32), nn.Linear(64, 1024).to(torch.bfloat16)
@@ -43,26 +43,39 @@ def test_only_float32_linears_wide_enough_are_split_and_restored(monkeypatch):
         assert patched == [wide]
         for rows in (1, 3, 4, 15, 16):
             wide(torch.randn(rows, 64))
-    assert calls == [128, 128]  # 1024 / 8 rows per block; only for 4 and 15 rows
+        torch.set_num_threads(2)  # more threads: plain linear
+        wide(torch.randn(8, 64))
+    assert calls == [128, 128]  # 1024 / 8 rows per block; only for 4 and 15 rows, one thread
     assert "forward" not in wide.__dict__
 
 
-def test_step_mask_is_the_padding_mask_of_each_step():
+def _config(**kw):
+    base = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                intermediate_size=64, vocab_size=100, attn_implementation="sdpa")
+    return Qwen2Config(**dict(base, **kw))
+
+
+def test_step_mask_is_the_padding_mask_of_each_step(monkeypatch):
     prompt = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
-    sm = StepMask(prompt, ["full_attention"] * 2)
+    sm = StepMask(prompt, _config())
     full = prompt.bool()
     for _ in range(3):
         full = torch.cat([full, torch.ones(len(full), 1, dtype=torch.bool)], 1)
         assert torch.equal(sm.next()["full_attention"], full[:, None, None, :])
     sm.select([1], torch.tensor([1]))  # only the unpadded row is left: SDPA needs no mask
     assert sm.next() == {"full_attention": None}
-    kv_cache.MIN_SPARE, old = 1, kv_cache.MIN_SPARE
-    try:  # growing keeps what was there
-        sm = StepMask(prompt, ["full_attention"])
-        masks = [sm.next()["full_attention"] for _ in range(9)]
-        assert masks[-1].shape[-1] == 13 and torch.equal(masks[-1][:, 0, 0, :4], prompt.bool())
-    finally:
-        kv_cache.MIN_SPARE = old
+    monkeypatch.setattr(kv_cache, "MIN_SPARE", 1)  # growing keeps what was there
+    sm = StepMask(prompt, _config())
+    masks = [sm.next()["full_attention"] for _ in range(9)]
+    assert masks[-1].shape[-1] == 13 and torch.equal(masks[-1][:, 0, 0, :4], prompt.bool())
+
+
+def test_other_attention_gets_the_2d_mask_to_build_from():
+    prompt = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    for cfg in (_config(attn_implementation="eager"), _config(use_sliding_window=True, sliding_window=2,
+                                                            max_window_layers=1)):
+        sm = StepMask(prompt, cfg)
+        assert torch.equal(sm.next(), torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]]).bool())
 
 
 @pytest.mark.parametrize("spare", [1, 256])
@@ -82,10 +95,3 @@ def test_cache_buffers_hold_what_a_dynamic_cache_holds(monkeypatch, spare):
                 assert got[0] is k and got[1] is v
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         assert ours.get_seq_length() == ref.get_seq_length() == 5 + step
-
-
-def test_the_mask_mapping_names_the_models_attention_types():
-    cfg = Qwen2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                      intermediate_size=64, vocab_size=100)
-    sm = StepMask(torch.ones(1, 3, dtype=torch.long), cfg.layer_types)
-    assert sm.next() == {"full_attention": None}

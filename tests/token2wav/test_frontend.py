@@ -221,7 +221,7 @@ def test_speaker_prompt_bad_files_name_the_problem(tmp_path):
     np.save(tmp_path / "spk_embedding.npy", np.zeros(64, dtype=np.float32))
     with pytest.raises(ValueError, match=r"spk_embedding must have shape \(192,\), got \(64,\)"):
         SpeakerPrompt.load(tmp_path)
-    with pytest.raises(ValueError, match=r"prompt_tokens\[1\] = 4096 is outside"):
-        SpeakerPrompt(np.zeros((3, 80)), [1, 4096], np.zeros(192))
+    with pytest.raises(ValueError, match=r"prompt_tokens\[1\] = -3 is negative"):
+        SpeakerPrompt(np.zeros((3, 80)), [1, -3], np.zeros(192))
     with pytest.raises(ValueError, match=r"prompt_mel must have shape \(frames, 80\)"):
         SpeakerPrompt(np.zeros((3, 64)), [1], np.zeros(192))

@@ -10,6 +10,7 @@ import torch
 
 from osum_echat.bin import token2wav as cli
 from osum_echat.token2wav import SpeakerPrompt, Token2Wav
+from osum_echat.token2wav.config import tiny_config
 from osum_echat.token2wav.streaming import StreamConfig, crossfade
 from osum_echat.token2wav.token2wav import ModelDirError, clean_tokens
 
@@ -88,6 +89,23 @@ def test_prompt_over_30_seconds_is_rejected(t2w):
     long = SpeakerPrompt(np.zeros((30 * 87, 80)), np.zeros(10, dtype=np.int64), np.zeros(192))
     with pytest.raises(ValueError, match="30 s"):
         t2w.synthesize(tokens(5), long)
+
+
+def test_prompt_token_range_is_the_model_vocab(t2w, tmp_path):
+    """The prompt's ids are checked against the flow's vocab_size from cosyvoice.yaml, not a fixed 4096."""
+    cfg = tiny_config()
+    cfg.flow.vocab_size = 5000
+    big = Token2Wav.from_dir(cli.make_tiny(tmp_path / "v5000", cfg=cfg, onnx=False))
+    assert big.cfg.flow.vocab_size == 5000
+    rng = np.random.default_rng(0)
+    prompt = SpeakerPrompt(rng.normal(size=(20, 80)), [3, 4500, 4999], rng.normal(size=192))   # the container
+    wav = big.synthesize([4998, 7, 4500], prompt=prompt, noise=False)                          # takes any id >= 0
+    assert wav.numel() == expected_samples(3) and torch.isfinite(wav).all()
+    with pytest.raises(ValueError, match=r"prompt_tokens\[1\] = 4500 is outside \[0, 4096\)"):
+        t2w.synthesize(tokens(5), prompt=prompt)
+    prompt.prompt_tokens[2] = 5000
+    with pytest.raises(ValueError, match=r"prompt_tokens\[2\] = 5000 is outside \[0, 5000\)"):
+        big.synthesize([1, 2], prompt=prompt)
 
 
 def test_model_dir_missing_file_is_named(tiny_dir, tmp_path):
