@@ -193,7 +193,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="tiny,qwen0.5b")
     ap.add_argument("--tokens", type=int, default=100, help="ids generated per run (tiny)")
-    ap.add_argument("--big_tokens", type=int, default=30, help="ids generated per run (qwen0.5b)")
+    ap.add_argument("--big_tokens", type=int, default=100,
+                    help="ids generated per run (qwen0.5b; fewer makes the prefill dominate the batch ratio)")
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings (tiny; qwen0.5b: 1)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
