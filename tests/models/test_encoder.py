@@ -119,3 +119,32 @@ def test_load_openai_whisper_checkpoint(tmp_path, tiny_config):
         want = ref.encoder(mel)
         got, _ = enc(mel.transpose(1, 2), torch.tensor([80]))
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _reference_block(block, x, key_mask):
+    """One pre-LN block as written plainly: three q/k/v matmuls, x + h residuals."""
+    att = block.self_attn
+    h = block.norm1(x)
+    q, k, v = (att._split(m(h)) for m in (att.linear_q, att.linear_k, att.linear_v))
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    o = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    x = x + att.linear_out(o.transpose(1, 2).reshape(x.shape))
+    return x + block.feed_forward(block.norm2(x))
+
+
+@pytest.mark.parametrize("key_bias", [True, False])
+def test_fused_qkv_and_inplace_residuals_match_the_plain_block(tiny_config, key_bias):
+    enc = _encoder(tiny_config["encoder_conf"], key_bias=key_bias)
+    block = enc.encoders[0]
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 57, block.norm1.normalized_shape[0], generator=g)
+    key_mask = torch.arange(57)[None] < torch.tensor([[57], [40]])
+    with torch.no_grad():  # inference: in-place residuals, one stacked q/k/v matmul
+        assert torch.equal(block(x.clone(), key_mask), _reference_block(block, x, key_mask))
+    x.requires_grad_(True)  # training: the same values and gradients
+    out, ref = block(x, key_mask), _reference_block(block, x, key_mask)
+    assert torch.equal(out, ref)
+    grads = torch.autograd.grad(out.square().sum(), [x, block.self_attn.linear_k.weight])
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, block.self_attn.linear_k.weight])
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
