@@ -3,6 +3,7 @@
 #
 #   bash infer_with_shards_or_raw.sh --checkpoint exp/demo/stage1/final.pt \
 #        --data exp/demo/data/lists/s1_asr.jsonl --output exp/demo/infer/text [--nj 2]
+#        [--greedy] [--decode_batch_size 8] [--dtype bfloat16] [--prompt_style upstream_infer] [--top_k 5 ...]
 #
 # Upstream's names work too: --test_data_path --infer_res_path --data_type --checkpoint_path
 # --cosyvoice_model_path --gpu_ids "0 1" --per_gpu_processes N. Paths are taken from the
@@ -32,7 +33,31 @@ extra=""                  # more options for osum_echat.bin.infer, e.g. "--greed
 help_message="usage: bash infer_with_shards_or_raw.sh --checkpoint CKPT --data LIST --output OUT [--config YAML]
   [--data_type raw|shard|combine] [--root DIR] [--cosyvoice_model_path DIR] [--device D] [--gpu_ids '0 1']
   [--per_gpu_processes N] [--nj N] [--num_workers N] [--extra '...']   (upstream's --test_data_path,
-  --infer_res_path, --checkpoint_path are accepted)"
+  --infer_res_path, --checkpoint_path are accepted)
+  decoding, passed to every process: [--greedy] [--decode_batch_size N] [--dtype float32|bfloat16|float16]
+  [--prompt_style train|upstream_infer] [--top_k K] [--temperature T] ... (any osum_echat.bin.infer option)"
+
+# Options that are not this script's variables (--greedy, --decode_batch_size 8, --dtype bfloat16,
+# --prompt_style upstream_infer, --top_k 5, ...) go to every osum_echat.bin.infer process as given,
+# with their value when the next word is not an option; bin.infer rejects what it does not know.
+_script_args=(); _infer_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --help|-h) _script_args+=("$1"); shift; continue ;;
+    --*) ;;
+    *) _script_args+=("$@"); break ;;
+  esac
+  _opt=${1%%=*}; _opt=${_opt#--}; _opt=${_opt//-/_}
+  _words=("$1"); shift
+  if declare -p "$_opt" >/dev/null 2>&1; then  # this script's: always `--name value` (or --name=value)
+    [[ ${_words[0]} == *=* ]] || [ $# -eq 0 ] || { _words+=("$1"); shift; }
+    _script_args+=("${_words[@]}")
+  else
+    [[ ${_words[0]} == *=* ]] || [ $# -eq 0 ] || [[ $1 == --* ]] || { _words+=("$1"); shift; }
+    _infer_args+=("${_words[@]}")
+  fi
+done
+set -- ${_script_args[@]+"${_script_args[@]}"}
 . "$here/tools/parse_options.sh"
 
 checkpoint=${checkpoint:-$checkpoint_path}; data=${data:-$test_data_path}; output=${output:-$infer_res_path}
@@ -73,6 +98,7 @@ common=(--checkpoint "$checkpoint" --data_type "$data_type" --data "$data" --out
 [ -n "$root" ] && common+=(--root "$root")
 [ -n "$cosyvoice_model_path" ] && common+=(--cosyvoice_model_path "$cosyvoice_model_path")
 eval "extra_args=($extra)"  # word-split like a command line, so quoted values (--prompt '...') stay whole
+extra_args+=(${_infer_args[@]+"${_infer_args[@]}"})
 echo "decoding $data ($data_type) with $procs process(es) on $device; logs: $split_dir/log.N"
 pids=()
 for ((i = 0; i < procs; i++)); do
@@ -95,7 +121,7 @@ done
 if [ ${#failed[@]} -gt 0 ]; then
   last=""
   for i in "${failed[@]}"; do  # one line per distinct error (a config error stops every process alike)
-    msg=$(grep -m1 "^error:" "$split_dir/log.$i" || tail -n 3 "$split_dir/log.$i")
+    msg=$(grep -m1 -E "^error:|^[a-z_]+\.py: error:" "$split_dir/log.$i" || tail -n 3 "$split_dir/log.$i")
     [ "$msg" = "$last" ] || echo "process $i stopped: $msg   (log: $split_dir/log.$i)"
     last=$msg
   done

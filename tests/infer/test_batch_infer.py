@@ -255,3 +255,25 @@ def test_one_tar_is_shared_out_over_processes(work, tmp_path):
     assert counts == [2, 2]
     report = merge(out, 2)
     assert report["decoded"] == 4 and [line.split("\t")[0] for line in open(out)] == ["u0", "u1", "u2", "u3"]
+
+
+def test_script_takes_decode_flags_directly(work, repo_root):
+    """--greedy, --decode_batch_size, --dtype, --prompt_style and per-control overrides given to the
+    batch script itself reach every process: same output as through --extra, at another batch size
+    (greedy: batched = unbatched); a mistyped option is one clear line, not a hang or a silent no-op."""
+    tmp = work["dir"]
+    script = repo_root / "infer_with_shards_or_raw.sh"
+    base = f"bash {script} --checkpoint exp/demo/stage1/final.pt --data {LIST}"
+
+    def run(command):
+        return subprocess.run(command, shell=True, cwd=tmp, env=SCRIPT_ENV, capture_output=True, text=True,
+                              timeout=600)
+
+    ref = run(f"{base} --output exp/flags/extra/text --extra '{DECODE} --prompt_style upstream_infer'")
+    direct = run(f"{base} --output exp/flags/direct/text {DECODE} --prompt_style=upstream_infer "
+                 f"--decode_batch_size 4 --dtype float32 --nj 2")
+    assert ref.returncode == direct.returncode == 0, ref.stdout + ref.stderr + direct.stdout + direct.stderr
+    out = {name: read(tmp / f"exp/flags/{name}/text") for name in ("extra", "direct")}
+    assert out["direct"] == out["extra"] and out["direct"].count(b"\n") == len(GOOD)
+    bad = run(f"{base} --output exp/flags/bad/text --greddy")
+    assert "process 0 stopped: infer.py: error: unrecognized arguments: --greddy" in bad.stdout
