@@ -25,8 +25,8 @@ from typing import Optional
 import torch
 
 from osum_echat import tasks as task_table
-from osum_echat.generation.chunked_linear import chunked_linears
-from osum_echat.generation.kv_cache import DecodeCache, StepMask
+from osum_echat.generation.packed_linear import MODES as PACK_MODES, packed_linears
+from osum_echat.generation.prefill import prefill
 from osum_echat.generation.processors import Rows, TagCotConstraint, apply_chain, build_chain, pick
 from osum_echat.generation.streaming import PhaseState
 from osum_echat.models.osum_echat import spec_for_output_type
@@ -68,7 +68,7 @@ def utterance_seed(key: str, seed: int = 0) -> int:
 
 class Decoder:
     def __init__(self, model, overrides: Optional[dict] = None, greedy: bool = False,
-                 prompt_style: str = DEFAULT_PROMPT_STYLE, batch_size: int = 1):
+                 prompt_style: str = DEFAULT_PROMPT_STYLE, batch_size: int = 1, packed_weights: str = "auto"):
         if isinstance(overrides, DecodeConfig):  # the old Decoder(model, conf): every field set explicitly
             overrides = dataclasses.asdict(overrides)
         overrides = dict(overrides or {})
@@ -79,9 +79,12 @@ class Decoder:
             raise ValueError(f"prompt_style {prompt_style!r}: expected one of {task_table.PROMPT_STYLES}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+        if packed_weights not in PACK_MODES:
+            raise ValueError(f"packed_weights {packed_weights!r}: expected one of {PACK_MODES}")
         self.model = model
         self.overrides, self.greedy = overrides, greedy
         self.prompt_style, self.batch_size = prompt_style, batch_size
+        self.packed_weights = packed_weights  # batched steps on CPU: packed_linear.py
         self.eos = model.text_ids.eos
         self.marker = model.speech_token_num - 1  # opens and closes the speech span
         self.context = model.base_llm().config.max_position_embeddings
@@ -169,11 +172,10 @@ class Decoder:
 
     def _decode_chunk(self, prompts: list, spec, conf: DecodeConfig) -> list:
         llm = self.model.base_llm().model
-        cache = DecodeCache(llm.config.num_hidden_layers)
-        hidden, last_pos, step_mask = self._prefill(llm, prompts, cache)
+        cache, hidden, last_pos, step_mask = prefill(llm, [p.embeds for p in prompts])
         run = _Run(self, spec, conf, prompts)
         active = torch.arange(len(prompts), device=hidden.device)  # original row of each cache row
-        with chunked_linears([llm, self.model.lm_head, self.model.speech_head]):
+        with packed_linears([llm, self.model.lm_head, self.model.speech_head], self.packed_weights, len(prompts)):
             while True:
                 ids, next_embeds = run.step(hidden, active.tolist())
                 keep = [j for j, r in enumerate(active.tolist()) if not run.states[r].done]
@@ -189,20 +191,6 @@ class Decoder:
                           position_ids=last_pos[:, None], past_key_values=cache, use_cache=True)
                 hidden = out.last_hidden_state[:, -1]
         return [run.hypothesis(i) for i in range(len(prompts))]
-
-    def _prefill(self, llm, prompts: list, cache: DecodeCache):
-        """Left-pads the prompts into one batch (every row ends at the last column) and runs them;
-        returns the last hidden states, the last positions and the step mask."""
-        b, width = len(prompts), max(len(p.embeds) for p in prompts)
-        embeds = prompts[0].embeds.new_zeros(b, width, prompts[0].embeds.size(-1))
-        mask = torch.zeros(b, width, dtype=torch.long, device=self.model.device)
-        for i, p in enumerate(prompts):
-            embeds[i, width - len(p.embeds):] = p.embeds
-            mask[i, width - len(p.embeds):] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                  use_cache=True)
-        return out.last_hidden_state[:, -1], positions[:, -1], StepMask(mask, llm.config)
 
 
 class _Run:

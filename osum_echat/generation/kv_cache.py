@@ -67,6 +67,31 @@ class DecodeCache(Cache):
     def __init__(self, num_layers: int):
         super().__init__(layers=[_BufferLayer() for _ in range(num_layers)])
 
+    def copy(self) -> "DecodeCache":
+        """A cache of its own holding the same keys/values (a shared prompt prefix to continue)."""
+        out = DecodeCache(len(self.layers))
+        for mine, theirs in zip(out.layers, self.layers):
+            if theirs.get_seq_length():
+                mine.update(theirs.keys, theirs.values)
+        return out
+
+    @classmethod
+    def left_padded(cls, caches: list, width: int) -> "DecodeCache":
+        """One batch cache from single-row prefill caches: row i's keys/values end at position
+        `width`; the positions before them are zeros, which the step mask hides."""
+        out = cls(len(caches[0].layers))
+        for layer, rows in zip(out.layers, zip(*(c.layers for c in caches))):
+            first = rows[0].keys
+            layer.lazy_initialization(first, first)
+            shape = (len(rows), first.shape[1], _room(width), first.shape[-1])
+            layer.k_buf, layer.v_buf = first.new_zeros(shape), first.new_zeros(shape)
+            for i, row in enumerate(rows):
+                layer.k_buf[i, :, width - row.length:width] = row.keys[0]
+                layer.v_buf[i, :, width - row.length:width] = row.values[0]
+            layer.length = width
+            layer.keys, layer.values = layer.k_buf[:, :, :width], layer.v_buf[:, :, :width]
+        return out
+
 
 class StepMask:
     """The attention mask of one decode step for left-padded rows. With SDPA and full attention in

@@ -146,25 +146,23 @@ def test_batched_left_padded_decoding_equals_one_by_one(setup, ending_model, pre
 
 @torch.no_grad()
 @pytest.mark.parametrize("prefix", ["tts", "s2s"])
-def test_growing_cache_and_weight_blocks_keep_the_ids(setup, ending_model, prefix, monkeypatch):
-    """Forced at tiny sizes (buffers grow every step, every linear split in blocks of 8 rows), a
-    batch of 4 still gives each item the ids of the no-cache, no-batch reference."""
-    from osum_echat.generation import chunked_linear, kv_cache
+def test_growing_cache_and_packed_weights_keep_the_ids(setup, ending_model, prefix, monkeypatch):
+    """Forced at tiny sizes (buffers grow every step, every linear packed), a batch of 4 - rows
+    prefilled alone, stepped together on packed weights - still gives each item the ids of the
+    no-cache, no-batch reference."""
+    from osum_echat.generation import kv_cache, packed_linear
     monkeypatch.setattr(kv_cache, "MIN_SPARE", 1)
-    monkeypatch.setattr(chunked_linear, "BLOCK_BYTES", 8 * 64 * 4)
-    blocked = []
-    real = chunked_linear._blocked
-    monkeypatch.setattr(chunked_linear, "_blocked", lambda x, b: blocked.append(len(b)) or real(x, b))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # blocks are used on one thread only
+    monkeypatch.setattr(packed_linear, "MIN_NUMEL", 0)
+    packed_rows = []
+    real = packed_linear._forward
+    monkeypatch.setattr(packed_linear, "_forward",
+                        lambda m, p, x: packed_rows.append(x.numel() // x.shape[-1]) or real(m, p, x))
     batches, model = setup[1], ending_model
     batch = merge([batches[f"{prefix}{i}"] for i in range(N_WAVS)])
     spec = tasks.get_task(batch.task[0])
-    try:
-        hyps = Decoder(model, dict(max_text_tokens=40, max_speech_tokens=12), greedy=True, batch_size=4).decode(batch)
-    finally:
-        torch.set_num_threads(threads)
-    assert blocked and min(blocked) >= 8 and not any(h.hit_max_text_tokens for h in hyps)
+    hyps = Decoder(model, dict(max_text_tokens=40, max_speech_tokens=12), greedy=True, batch_size=4,
+                   packed_weights="on").decode(batch)
+    assert 4 in packed_rows and not any(h.hit_max_text_tokens for h in hyps)
     fed = 1 if spec.decode_phases == "speech" else 0
     for i, hyp in enumerate(hyps):
         ref = two_phase_reference(model, select_item(batch, i), spec, len(hyp.raw_ids) - fed)

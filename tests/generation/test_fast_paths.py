@@ -1,4 +1,4 @@
-"""The decode loop's speed pieces: KV buffers, the ready-made step mask, matmuls in weight blocks."""
+"""The decode loop's speed pieces: KV buffers, the ready-made step mask, packed weights, per-row prefill."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -6,47 +6,91 @@ from torch import nn
 from transformers import Qwen2Config
 from transformers.cache_utils import DynamicCache
 
-from osum_echat.generation import chunked_linear as cl
+from osum_echat.generation import packed_linear as pl
 from osum_echat.generation import kv_cache
 from osum_echat.generation.kv_cache import DecodeCache, StepMask
+from osum_echat.generation.prefill import prefill, shared_prefix
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-@pytest.mark.parametrize("k,n,bias", [(64, 1344, False), (96, 520, True), (896, 4864, False)])
-@pytest.mark.parametrize("rows", [4, 8, 15])
-def test_blocks_give_the_bits_of_one_linear_on_one_thread(one_thread, k, n, bias, rows):
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+@pytest.mark.parametrize("rows", [4, 8, 32])
+@pytest.mark.parametrize("bias", [False, True])
+def test_packed_weights_multiply_like_the_plain_linear(dtype, tol, rows, bias, monkeypatch):
+    monkeypatch.setattr(pl, "MIN_NUMEL", 0)
     g = torch.Generator().manual_seed(rows)
-    w, x = torch.randn(n, k, generator=g), torch.randn(rows, 1, k, generator=g)
-    b = torch.randn(n, generator=g) if bias else None
-    for block in (8, 40, cl.block_rows(k)):
-        assert torch.equal(cl.chunked_linear(x, w, b, block), F.linear(x, w, b))
+    lin = nn.Linear(96, 520, bias=bias)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(520, 96, generator=g))
+        lin.to(dtype)
+        x = torch.randn(rows, 1, 96, generator=g).to(dtype)
+        exact = (x.double() @ lin.weight.double().t() + (lin.bias.double() if bias else 0)).float()
+        with pl.packed_linears([lin], "on") as patched:
+            assert patched == [lin]
+            got = lin(x)
+    assert got.dtype == dtype and got.shape == (rows, 1, 520)
+    scale = exact.abs().max()
+    assert (got.float() - exact).abs().max() <= tol * scale
+    assert (F.linear(x, lin.weight, lin.bias).float() - exact).abs().max() <= tol * scale
 
 
-def test_block_rows_fill_about_half_a_mebibyte():
-    assert cl.block_rows(896) == 128 and cl.block_rows(4864) == 32  # 458 KiB and 622 KiB
-    assert cl.block_rows(64, block_bytes=2048) == 8
-
-
-def test_only_float32_linears_wide_enough_are_split_and_restored(one_thread, monkeypatch):
+def test_only_4_to_32_rows_of_big_cpu_weights_take_the_packed_path(monkeypatch):
+    monkeypatch.setattr(pl, "MIN_NUMEL", 64 * 1000)
     calls = []
-    monkeypatch.setattr(cl, "_blocked", lambda x, blocks: calls.append(len(blocks)) or cl.F.linear(x, w))
-    wide, narrow, half = nn.Linear(64, 1024), nn.Linear(64, 32), nn.Linear(64, 1024).to(torch.bfloat16)
-    w = wide.weight
-    with torch.no_grad(), cl.chunked_linears([nn.ModuleList([wide, narrow, half])], block_bytes=2048) as patched:
-        assert patched == [wide]
-        for rows in (1, 3, 4, 15, 16):
-            wide(torch.randn(rows, 64))
-        torch.set_num_threads(2)  # more threads: plain linear
-        wide(torch.randn(8, 64))
-    assert calls == [128, 128]  # 1024 / 8 rows per block; only for 4 and 15 rows, one thread
-    assert "forward" not in wide.__dict__
+    real = pl._forward
+    monkeypatch.setattr(pl, "_forward", lambda m, p, x: calls.append(x.numel() // x.shape[-1]) or real(m, p, x))
+    used = []
+    monkeypatch.setattr(pl.torch.ops.mkldnn, "_linear_pointwise", _spy(used, torch.ops.mkldnn._linear_pointwise),
+                        raising=False)
+    big, small, half = nn.Linear(64, 1024), nn.Linear(64, 32), nn.Linear(64, 1024).to(torch.bfloat16)
+    with torch.no_grad(), pl.packed_linears([nn.ModuleList([big, small, half, big])], "on") as patched:
+        assert patched == [big, half]  # each once; the small one is not worth a oneDNN call
+        for rows in (1, 3, 4, 32, 33):
+            big(torch.randn(rows, 64))
+    assert calls == [1, 3, 4, 32, 33] and used == [4, 32]
+    assert "forward" not in big.__dict__ and "forward" not in half.__dict__
+    with torch.no_grad():
+        with pl.packed_linears([big], "off") as patched:
+            assert patched == []
+        with pl.packed_linears([big], "on", batch_size=3) as patched:  # a batch never reaching 4 rows
+            assert patched == []
+
+
+def _spy(log, fn):
+    return lambda x, *a: log.append(x.numel() // x.shape[-1]) or fn(x, *a)
+
+
+def test_packs_are_made_once_and_remade_when_the_weight_changes(monkeypatch):
+    monkeypatch.setattr(pl, "MIN_NUMEL", 0)
+    made = []
+    real = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(pl.torch.ops.mkldnn, "_reorder_linear_weight", lambda w, n: made.append(1) or real(w, n),
+                        raising=False)
+    lin, x = nn.Linear(32, 64), torch.randn(8, 32)
+    with torch.no_grad():
+        for _ in range(3):
+            with pl.packed_linears([lin], "on"):
+                lin(x)
+        assert len(made) == 1
+        lin.weight.mul_(2)  # an optimizer step or a checkpoint load: the old pack is stale
+        with pl.packed_linears([lin], "on"):
+            got = lin(x)
+        assert len(made) == 2
+        torch.testing.assert_close(got, F.linear(x, lin.weight, lin.bias))
+
+
+def test_auto_mode_does_not_pack_what_does_not_fit(monkeypatch, caplog):
+    monkeypatch.setattr(pl, "MIN_NUMEL", 0)
+    lin = nn.Linear(256, 1024)  # 1 MiB of weights
+    monkeypatch.setattr(pl, "available_memory", lambda: 3 << 19)  # 1.5 MiB free: half is not enough
+    with torch.no_grad(), caplog.at_level("WARNING"), pl.packed_linears([lin], "auto") as patched:
+        assert patched == []
+    assert "not packing 0.0 GiB" in caplog.text and "packed_weights='on'" in caplog.text
+    monkeypatch.setattr(pl, "available_memory", lambda: 1 << 30)
+    with torch.no_grad(), pl.packed_linears([lin], "auto") as patched:
+        assert patched == [lin]
+    with pytest.raises(ValueError, match="packed_weights 'sometimes'"):
+        with pl.packed_linears([lin], "sometimes"):
+            pass
 
 
 def _config(**kw):
@@ -95,3 +139,47 @@ def test_cache_buffers_hold_what_a_dynamic_cache_holds(monkeypatch, spare):
                 assert got[0] is k and got[1] is v
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
         assert ours.get_seq_length() == ref.get_seq_length() == 5 + step
+
+
+def test_shared_prefix_is_what_every_prompt_starts_with():
+    a, b = torch.randn(6, 4), torch.randn(6, 4)
+    b[:3] = a[:3]
+    assert shared_prefix([a]) == 0
+    assert shared_prefix([a, b]) == 3
+    assert shared_prefix([a, a.clone(), a[:4]]) == 3  # each row keeps one position of its own
+    assert shared_prefix([a, torch.randn(6, 4)]) == 0
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("shared", [0, 4])
+def test_rows_prefilled_alone_make_the_cache_of_the_padded_batch(shared):
+    """Rows prefilled alone (after a shared prefix run once), left-padded into one cache, give the
+    next step what a padded batch prefill gives it (the padding columns differ; the mask hides them)."""
+    from transformers import Qwen2Model
+    torch.manual_seed(0)
+    model = Qwen2Model(_config()).eval()
+    lengths, width = [5, 9, 7], 9
+    embeds = [torch.randn(n, 32) for n in lengths]
+    for e in embeds[1:]:
+        e[:shared] = embeds[0][:shared]
+    mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    padded = torch.zeros(3, width, 32)
+    for i, e in enumerate(embeds):
+        padded[i, width - len(e):] = e
+    ref_cache = DecodeCache(2)
+    ref = model(inputs_embeds=padded, attention_mask=mask, position_ids=positions, past_key_values=ref_cache)
+    assert shared_prefix(embeds) == shared
+    cache, last, last_pos, step_mask = prefill(model, embeds)
+    torch.testing.assert_close(last, ref.last_hidden_state[:, -1])
+    assert last_pos.tolist() == [n - 1 for n in lengths]
+    for ours, theirs in zip(cache.layers, ref_cache.layers):
+        for i, n in enumerate(lengths):
+            torch.testing.assert_close(ours.keys[i, :, width - n:], theirs.keys[i, :, width - n:])
+            torch.testing.assert_close(ours.values[i, :, width - n:], theirs.values[i, :, width - n:])
+    step = torch.randn(3, 1, 32)
+    full = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1)
+    a = model(inputs_embeds=step, attention_mask=step_mask.next(), position_ids=last_pos[:, None] + 1,
+              past_key_values=cache)
+    b = model(inputs_embeds=step, attention_mask=full, position_ids=positions[:, -1:] + 1, past_key_values=ref_cache)
+    torch.testing.assert_close(a.last_hidden_state, b.last_hidden_state)

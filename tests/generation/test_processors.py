@@ -149,8 +149,8 @@ def test_decode_flags_give_the_decoder_kwargs():
     add_decode_args(ap)
     opts = decode_options_from_args(ap.parse_args(["--greedy", "--decode_batch_size", "4", "--prompt_style",
                                                    "upstream_infer", "--top_k", "3", "--do_sample",
-                                                   "--speech_repeat_blocking", "false"]))
+                                                   "--speech_repeat_blocking", "false", "--packed_weights", "off"]))
     assert opts == dict(overrides={"top_k": 3, "do_sample": True, "speech_repeat_blocking": False}, greedy=True,
-                        prompt_style="upstream_infer", batch_size=4)
+                        prompt_style="upstream_infer", batch_size=4, packed_weights="off")
     assert decode_options_from_args(ap.parse_args([])) == dict(overrides={}, greedy=False, prompt_style="train",
-                                                               batch_size=1)
+                                                               batch_size=1, packed_weights="auto")
