@@ -104,22 +104,29 @@ def hf_generate(model, batch, tokens: int, static: bool):
     return out
 
 
-def step_times(model, batch, tokens: int, batch_size: int = 1) -> tuple:
-    """(seconds of the whole greedy run of `tokens` ids, seconds of each of its decode steps): a
-    step is the time between the starts of consecutive one-position forwards of the LLM (head,
-    processors and bookkeeping included)."""
+def timed_steps(model, fn) -> tuple:
+    """(seconds of fn(), seconds of each decode step in it): a step is the time between the starts
+    of consecutive one-position forwards of the LLM (head, processors and bookkeeping included; ours
+    feeds embeds, generate() ids)."""
     starts = []
 
     def note(module, args, kwargs):
-        if kwargs["inputs_embeds"].shape[1] == 1:
+        x = kwargs.get("inputs_embeds")
+        x = kwargs.get("input_ids") if x is None else x
+        if x.shape[1] == 1:
             starts.append(CLOCK())
 
     hook = model.base_llm().model.register_forward_pre_hook(note, with_kwargs=True)
     try:
-        total = timed(lambda: ours(model, batch, tokens, batch_size))
+        total = timed(fn)
     finally:
         hook.remove()
     return total, [b - a for a, b in zip(starts, starts[1:])]
+
+
+def step_times(model, batch, tokens: int, batch_size: int = 1) -> tuple:
+    """(seconds of the whole greedy run of `tokens` ids by our Decoder, seconds of each decode step)."""
+    return timed_steps(model, lambda: ours(model, batch, tokens, batch_size))
 
 
 def step_latencies(model, contexts: tuple, n: int, repeat: int) -> dict:
@@ -180,16 +187,20 @@ def bench(name: str, tokens: int, repeat: int) -> dict:
     runs = {"ours_tok_s": lambda: ours(model, b1, tokens), "hf_tok_s": lambda: hf_generate(model, b1, tokens, False),
             "hf_static_tok_s": lambda: hf_generate(model, b1, tokens, True)}
     best = {k: float("inf") for k in runs}
+    steps = {k: [] for k in runs}
     for _ in range(max(repeat, 3)):  # in turn, so a change of machine load hits all three alike
         for k, fn in runs.items():
-            best[k] = min(best[k], timed(fn))
+            total, run_steps = timed_steps(model, fn)
+            best[k], steps[k] = min(best[k], total), steps[k] + run_steps
     r.update({k: tokens / t for k, t in best.items()})
+    r.update({f"{k}_step_ms": 1000 * statistics.median(v) for k, v in steps.items()})
     n = 10 if name == "qwen0.5b" else 100
     for ctx, sec in step_latencies(model, (10, 500, 2000), n, repeat).items():
         r[f"step_ms@{ctx}"] = 1000 * sec
     r.update(batch_ratio(model, tokens))
     r.update(gemm_rates(model.base_llm().config, 1 if name == "qwen0.5b" else 20))
     r["ratio_vs_generate"] = r["ours_tok_s"] / max(r["hf_tok_s"], r["hf_static_tok_s"])
+    r["ratio_vs_generate_steps"] = min(r["hf_tok_s_step_ms"], r["hf_static_tok_s_step_ms"]) / r["ours_tok_s_step_ms"]
     r["ratio_step_2000_vs_10"] = r["step_ms@2000"] / r["step_ms@10"]
     r["ratio_b8_vs_b1"] = r["b8_tok_s"] / r["b1x8_tok_s"]
     r["ratio_b8_vs_b1_steps"] = r["b8_step_tok_s"] / r["b1x8_step_tok_s"]
@@ -217,6 +228,9 @@ def main(argv=None) -> int:
         print(f"\n== {r['model']} (greedy text, {r['tokens']} ids, {args.threads} threads, {args.clock} clock)")
         print(f"tokens/s batch 1: ours {r['ours_tok_s']:.1f} | generate() dynamic cache {r['hf_tok_s']:.1f}"
               f" | generate() static cache {r['hf_static_tok_s']:.1f}")
+        print(f"median step ms batch 1 (same runs): ours {r['ours_tok_s_step_ms']:.1f} | generate() dynamic "
+              f"{r['hf_tok_s_step_ms']:.1f} | static {r['hf_static_tok_s_step_ms']:.1f} "
+              f"({r['ratio_vs_generate_steps']:.2f}x)")
         print(f"step latency ms at 10 / 500 / 2000 positions: {r['step_ms@10']:.2f} / {r['step_ms@500']:.2f} / "
               f"{r['step_ms@2000']:.2f}")
         print(f"tokens/s batch 8: {r['b8_tok_s']:.1f} vs batch 1: {r['b1x8_tok_s']:.1f}")

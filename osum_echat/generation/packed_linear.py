@@ -1,14 +1,15 @@
 """oneDNN-prepacked weights for the few rows of a batched decode step on CPU.
 
-Measured (torch 2.13, MKL + oneDNN, AVX-512; `bench/bench_decode.py` prints the rates): `F.linear`
-with 4..32 input rows is far from the memory-bound time of one row - with 8 rows the Qwen2.5-0.5B
-MLP takes 2.5-3x its one-row time on 1 thread, up to 3x on 2 threads, its 151,936-way text head
-2.4-3.4x. oneDNN's matmul on a weight reordered once into its blocked layout
+Measured (torch 2.13, MKL + oneDNN, AVX-512; `bench/bench_decode.py` prints the rates): float32
+`F.linear` with 4..32 input rows is far from the memory-bound time of one row - with 8 rows the
+Qwen2.5-0.5B MLP takes 2.5-3x its one-row time on 1 thread, up to 3x on 2 threads, its 151,936-way
+text head 2.4-3.4x. oneDNN's matmul on a weight reordered once into its blocked layout
 (`torch.ops.mkldnn._reorder_linear_weight` + `_linear_pointwise`) does 8 rows in 1.2-1.6x the one-row
-time on any thread count. With 1..3 rows MKL's plain linear is as fast or faster, and oneDNN's ~30 us
-call overhead loses on small weights, so only weights of >= MIN_NUMEL elements are packed and only
-4..32 rows take the packed path. Results agree with F.linear to float rounding (~1e-6 relative,
-the size of the difference F.linear itself shows between 1 and 8 rows).
+time on any thread count. With 1..3 float32 rows MKL's plain linear is as fast or faster; bfloat16's
+plain linear reorders the weight at every call, so there the packs win from one row on (0.5B step
+at batch 1, 2 threads: 106 -> 80 ms). oneDNN's ~30 us call overhead loses on small weights, so only
+weights of >= MIN_NUMEL elements are packed. Results agree with F.linear to float rounding (float32:
+~1e-6 relative, the size of the difference F.linear itself shows between 1 and 8 rows).
 
 The packed copy costs the weight's memory again. It is made once per weight and kept while the
 module lives (and its weight is unchanged: an in-place update repacks); mode "auto" packs only
@@ -28,10 +29,12 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "on", "off")
-MIN_ROWS, MAX_ROWS = 4, 32
+# fewest rows that take the packed path, per weight dtype: float32 1..3 rows are as fast with MKL;
+# bfloat16's plain linear reorders the weight at every call, so packs win from one row on
+MIN_ROWS = {torch.float32: 4, torch.bfloat16: 1}
+MAX_ROWS = 32
 MIN_NUMEL = 1 << 19  # below this oneDNN's call overhead eats the gain (measured at 896 x 128)
 PACK_HINT_ROWS = 8
-DTYPES = (torch.float32, torch.bfloat16)
 
 # module -> (weight version key, packed weight); dies with the module
 _PACKS: "weakref.WeakKeyDictionary[nn.Module, tuple]" = weakref.WeakKeyDictionary()
@@ -49,7 +52,7 @@ def _eligible(module: nn.Module) -> bool:
     if type(module) is not nn.Linear:
         return False
     w = module.weight
-    return w.device.type == "cpu" and w.dtype in DTYPES and w.numel() >= MIN_NUMEL
+    return w.device.type == "cpu" and w.dtype in MIN_ROWS and w.numel() >= MIN_NUMEL
 
 
 def _packed(module: nn.Linear) -> torch.Tensor:
@@ -79,7 +82,7 @@ def available_memory() -> Optional[int]:
 
 def _forward(module: nn.Linear, packed: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     rows = x.numel() // x.shape[-1]
-    if MIN_ROWS <= rows <= MAX_ROWS and x.dtype == module.weight.dtype:
+    if MIN_ROWS[module.weight.dtype] <= rows <= MAX_ROWS and x.dtype == module.weight.dtype:
         return torch.ops.mkldnn._linear_pointwise(x, packed, module.bias, "none", [], "")
     return F.linear(x, module.weight, module.bias)
 
@@ -102,15 +105,15 @@ def _wanted(mode: str, need: int) -> bool:
 
 
 @contextlib.contextmanager
-def packed_linears(modules, mode: str = "auto", batch_size: int = MIN_ROWS):
-    """Within the block, every eligible nn.Linear under `modules` multiplies 4..32 rows with its
-    oneDNN-packed weight (made on first use, kept while the module lives); restored on exit.
+def packed_linears(modules, mode: str = "auto", batch_size: int = 4):
+    """Within the block, every eligible nn.Linear under `modules` multiplies MIN_ROWS..32 rows with
+    its oneDNN-packed weight (made on first use, kept while the module lives); restored on exit.
     Nothing is packed for batches that never reach MIN_ROWS rows, or with mode "off"."""
     if mode not in MODES:
         raise ValueError(f"packed_weights {mode!r}: expected one of {MODES}")
     linears = [m for root in modules for m in root.modules() if _eligible(m) and "forward" not in m.__dict__]
-    linears = list(dict.fromkeys(linears))  # a tied head appears once
-    if mode == "off" or batch_size < MIN_ROWS or not linears or not supported() \
+    linears = [m for m in dict.fromkeys(linears) if batch_size >= MIN_ROWS[m.weight.dtype]]  # tied: once
+    if mode == "off" or not linears or not supported() \
             or not _wanted(mode, packed_bytes_missing(linears)):
         yield []
         return

@@ -170,14 +170,20 @@ def test_growing_cache_and_packed_weights_keep_the_ids(setup, ending_model, pref
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_decodes_every_task(setup, tiny_tokenizer, dtype):
+@pytest.mark.parametrize("dtype,packed", [(torch.bfloat16, "off"), (torch.bfloat16, "on"), (torch.float16, "auto")])
+def test_half_precision_decodes_every_task(setup, tiny_tokenizer, dtype, packed, monkeypatch):
+    from osum_echat.generation import packed_linear
+    monkeypatch.setattr(packed_linear, "MIN_NUMEL", 0)  # "on": every bfloat16 linear packed, from one row
+    used = []
+    real = packed_linear._forward
+    monkeypatch.setattr(packed_linear, "_forward", lambda m, p, x: used.append(1) or real(m, p, x))
     _, batches, cfg = setup
     model = build_model(cfg, tokenizer=tiny_tokenizer).eval().to(dtype)
-    dec = Decoder(model, dict(max_text_tokens=4, max_speech_tokens=4), greedy=True)
+    dec = Decoder(model, dict(max_text_tokens=4, max_speech_tokens=4), greedy=True, packed_weights=packed)
     for key in ["asr0", "s2s0", "tts0", "t2t", "think", "stream"]:
         hyp = dec.decode(batches[key])[0]
         assert hyp.error is None and len(hyp.raw_ids) > 0, key
+    assert bool(used) == (packed == "on")  # float16 has no packs
 
 
 @torch.no_grad()

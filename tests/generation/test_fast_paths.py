@@ -13,7 +13,7 @@ from osum_echat.generation.prefill import prefill, shared_prefix
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-@pytest.mark.parametrize("rows", [4, 8, 32])
+@pytest.mark.parametrize("rows", [1, 4, 8, 32])
 @pytest.mark.parametrize("bias", [False, True])
 def test_packed_weights_multiply_like_the_plain_linear(dtype, tol, rows, bias, monkeypatch):
     monkeypatch.setattr(pl, "MIN_NUMEL", 0)
@@ -24,8 +24,8 @@ def test_packed_weights_multiply_like_the_plain_linear(dtype, tol, rows, bias, m
         lin.to(dtype)
         x = torch.randn(rows, 1, 96, generator=g).to(dtype)
         exact = (x.double() @ lin.weight.double().t() + (lin.bias.double() if bias else 0)).float()
-        with pl.packed_linears([lin], "on") as patched:
-            assert patched == [lin]
+        with pl.packed_linears([lin], "on", batch_size=rows) as patched:
+            assert patched == ([lin] if rows >= pl.MIN_ROWS[dtype] else [])
             got = lin(x)
     assert got.dtype == dtype and got.shape == (rows, 1, 520)
     scale = exact.abs().max()
@@ -33,7 +33,7 @@ def test_packed_weights_multiply_like_the_plain_linear(dtype, tol, rows, bias, m
     assert (F.linear(x, lin.weight, lin.bias).float() - exact).abs().max() <= tol * scale
 
 
-def test_only_4_to_32_rows_of_big_cpu_weights_take_the_packed_path(monkeypatch):
+def test_only_4_to_32_float32_rows_of_big_cpu_weights_take_the_packed_path(monkeypatch):
     monkeypatch.setattr(pl, "MIN_NUMEL", 64 * 1000)
     calls = []
     real = pl._forward
@@ -46,13 +46,14 @@ def test_only_4_to_32_rows_of_big_cpu_weights_take_the_packed_path(monkeypatch):
         assert patched == [big, half]  # each once; the small one is not worth a oneDNN call
         for rows in (1, 3, 4, 32, 33):
             big(torch.randn(rows, 64))
-    assert calls == [1, 3, 4, 32, 33] and used == [4, 32]
+        half(torch.randn(1, 64, dtype=torch.bfloat16))  # bfloat16: packed from one row on
+    assert calls == [1, 3, 4, 32, 33, 1] and used == [4, 32, 1]
     assert "forward" not in big.__dict__ and "forward" not in half.__dict__
     with torch.no_grad():
         with pl.packed_linears([big], "off") as patched:
             assert patched == []
-        with pl.packed_linears([big], "on", batch_size=3) as patched:  # a batch never reaching 4 rows
-            assert patched == []
+        with pl.packed_linears([big, half], "on", batch_size=3) as patched:  # never 4 rows: float32 plain
+            assert patched == [half]
 
 
 def _spy(log, fn):
