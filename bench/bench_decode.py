@@ -1,6 +1,7 @@
 """Decoding speed, measured side by side in one run (issue 9, Speed).
 
     python bench/bench_decode.py [--models tiny,qwen0.5b] [--tokens 200] [--threads 2] [--clock wall|cpu]
+                                 [--dtype float32|bfloat16]
 
 For each model: the tiny test LLM (conf/tiny_llm) and a random Qwen2 of Qwen2.5-0.5B's shape with
 the real vocabulary (151,936 ids), both inside an OSUM-EChat model, greedy text decoding (text2text):
@@ -9,7 +10,8 @@ the real vocabulary (151,936 ids), both inside an OSUM-EChat model, greedy text 
   * per-step latency of our Decoder with 10, 500 and 2000 positions already decoded (measured as
     the median time between consecutive one-position LLM forwards after a prompt of that length,
     lengths timed in turn);
-  * tokens/s at batch 8 vs batch 1, whole runs and decode steps alone (median step, prefill excluded);
+  * tokens/s at batch 8 vs batch 1, whole runs (best of --repeat) and decode steps alone (median
+    step, prefill excluded);
   * the GFLOP/s of the step's matmuls with 1 and 8 rows (plain F.linear and on oneDNN-packed
     weights, what the decoder uses at 4..32 rows), which bound what batching can buy on a CPU;
     the one-off time to pack the weights is printed apart (made once per model and kept).
@@ -45,7 +47,7 @@ QWEN05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, nu
                num_key_value_heads=2, vocab_size=151936, max_position_embeddings=32768, tie_word_embeddings=True)
 
 
-def make_model(name: str):
+def make_model(name: str, dtype: torch.dtype = torch.float32):
     config = load_config(ROOT / "conf/tiny_ct_config.yaml")
     tok = load_tokenizer(config["llm_path"])
     if name == "qwen0.5b":  # same tiny encoder, LLM of Qwen2.5-0.5B's shape (random weights)
@@ -55,7 +57,7 @@ def make_model(name: str):
         (llm_dir / "config.json").write_text(json.dumps(conf))
         config = dict(config, llm_path=str(llm_dir))
     torch.manual_seed(0)
-    model = build_model(config, tokenizer=tok).eval()
+    model = build_model(config, tokenizer=tok).eval().to(dtype)
     with torch.no_grad():
         model.embed_tokens.weight[model.text_ids.eos] = 0  # never the argmax: fixed-length runs
     return model
@@ -163,23 +165,27 @@ def gemm_rates(llm_config, reps: int = 3) -> dict:
     return out
 
 
-def batch_ratio(model, tokens: int) -> dict:
-    """tokens/s of 8 items decoded together vs one by one: whole runs (prefill included), and the
-    decode steps alone (median step time)."""
+def batch_ratio(model, tokens: int, repeat: int = 1) -> dict:
+    """tokens/s of 8 items decoded together vs one by one: whole runs (prefill included; best of
+    `repeat`, per item for the single runs), and the decode steps alone (median step)."""
     b8 = t2t_batch(model, [8 + 3 * i for i in range(8)])
     t0 = CLOCK()
     ours(model, b8, 2, batch_size=8)  # packs the weights (once per model; kept while it lives)
     pack_s = CLOCK() - t0
-    t8, s8 = step_times(model, b8, tokens, batch_size=8)
-    alone = [step_times(model, select_item(b8, i), tokens) for i in range(8)]
-    t1, s1 = sum(t for t, _ in alone), [s for _, steps in alone for s in steps]
-    return {"b8_tok_s": 8 * tokens / t8, "b1x8_tok_s": 8 * tokens / t1,
+    t8, t1, s8, s1 = float("inf"), [float("inf")] * 8, [], []
+    for _ in range(repeat):  # in turn, so a change of machine load hits both alike
+        total, steps = step_times(model, b8, tokens, batch_size=8)
+        t8, s8 = min(t8, total), s8 + steps
+        for i in range(8):
+            total, steps = step_times(model, select_item(b8, i), tokens)
+            t1[i], s1 = min(t1[i], total), s1 + steps
+    return {"b8_tok_s": 8 * tokens / t8, "b1x8_tok_s": 8 * tokens / sum(t1),
             "b8_step_tok_s": 8 / statistics.median(s8), "b1x8_step_tok_s": 1 / statistics.median(s1),
             "pack_s": pack_s}
 
 
-def bench(name: str, tokens: int, repeat: int) -> dict:
-    model = make_model(name)
+def bench(name: str, tokens: int, repeat: int, dtype: torch.dtype = torch.float32) -> dict:
+    model = make_model(name, dtype)
     b1 = t2t_batch(model, [24])
     ours(model, b1, 4)  # warm up
     hf_generate(model, b1, 4, False)
@@ -197,7 +203,7 @@ def bench(name: str, tokens: int, repeat: int) -> dict:
     n = 10 if name == "qwen0.5b" else 100
     for ctx, sec in step_latencies(model, (10, 500, 2000), n, repeat).items():
         r[f"step_ms@{ctx}"] = 1000 * sec
-    r.update(batch_ratio(model, tokens))
+    r.update(batch_ratio(model, tokens, repeat))
     r.update(gemm_rates(model.base_llm().config, 1 if name == "qwen0.5b" else 20))
     r["ratio_vs_generate"] = r["ours_tok_s"] / max(r["hf_tok_s"], r["hf_static_tok_s"])
     r["ratio_vs_generate_steps"] = min(r["hf_tok_s_step_ms"], r["hf_static_tok_s_step_ms"]) / r["ours_tok_s_step_ms"]
@@ -215,6 +221,8 @@ def main(argv=None) -> int:
                     help="ids generated per run (qwen0.5b; fewer makes the prefill dominate the batch ratio)")
     ap.add_argument("--repeat", type=int, default=3, help="best of N timings (tiny; qwen0.5b: 1)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="of the whole model, ours and generate() alike (the step matmul rates stay float32)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: time by this process's CPU seconds (less noise on a shared machine, --threads 1)")
     args = ap.parse_args(argv)
@@ -223,9 +231,11 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     rows = []
     for m in args.models.split(","):
-        r = bench(m, args.big_tokens if m == "qwen0.5b" else args.tokens, 1 if m == "qwen0.5b" else args.repeat)
+        r = bench(m, args.big_tokens if m == "qwen0.5b" else args.tokens, 1 if m == "qwen0.5b" else args.repeat,
+                  getattr(torch, args.dtype))
         rows.append(r)
-        print(f"\n== {r['model']} (greedy text, {r['tokens']} ids, {args.threads} threads, {args.clock} clock)")
+        print(f"\n== {r['model']} (greedy text, {r['tokens']} ids, {args.dtype}, {args.threads} threads, "
+              f"{args.clock} clock)")
         print(f"tokens/s batch 1: ours {r['ours_tok_s']:.1f} | generate() dynamic cache {r['hf_tok_s']:.1f}"
               f" | generate() static cache {r['hf_static_tok_s']:.1f}")
         print(f"median step ms batch 1 (same runs): ours {r['ours_tok_s_step_ms']:.1f} | generate() dynamic "

@@ -67,12 +67,14 @@ class DecodeCache(Cache):
     def __init__(self, num_layers: int):
         super().__init__(layers=[_BufferLayer() for _ in range(num_layers)])
 
-    def copy(self) -> "DecodeCache":
-        """A cache of its own holding the same keys/values (a shared prompt prefix to continue)."""
+    def copy(self, rows: int = 1) -> "DecodeCache":
+        """A cache of its own holding the same keys/values (a shared prompt prefix to continue),
+        the single row repeated `rows` times."""
         out = DecodeCache(len(self.layers))
         for mine, theirs in zip(out.layers, self.layers):
             if theirs.get_seq_length():
-                mine.update(theirs.keys, theirs.values)
+                shape = (rows, *theirs.keys.shape[1:])
+                mine.update(theirs.keys.expand(shape), theirs.values.expand(shape))
         return out
 
     @classmethod
@@ -94,7 +96,7 @@ class DecodeCache(Cache):
 
 
 class StepMask:
-    """The attention mask of one decode step for left-padded rows. With SDPA and full attention in
+    """The attention mask of one decode step for padded rows (the padding anywhere in the prompt). With SDPA and full attention in
     every layer it is handed over ready-made, as the model would build it: None when no remaining
     row is padded (SDPA then needs no mask), else (rows, 1, 1, kv) booleans, True where a row
     attends. Otherwise (eager attention, sliding windows) the model gets the 2-D mask to build from."""
@@ -103,7 +105,7 @@ class StepMask:
         self.ready_made = (config._attn_implementation == "sdpa"
                            and set(config.layer_types) == {"full_attention"})
         self.length = prompt_mask.shape[1]
-        self.padded = [bool(p) for p in (prompt_mask[:, 0] == 0).tolist()]
+        self.padded = [bool(p) for p in (prompt_mask == 0).any(-1).tolist()]
         self.buf = torch.ones(prompt_mask.shape[0], _room(self.length), dtype=torch.bool, device=prompt_mask.device)
         self.buf[:, :self.length] = prompt_mask.bool()
 

@@ -146,11 +146,13 @@ def test_batched_left_padded_decoding_equals_one_by_one(setup, ending_model, pre
 
 @torch.no_grad()
 @pytest.mark.parametrize("prefix", ["tts", "s2s"])
-def test_growing_cache_and_packed_weights_keep_the_ids(setup, ending_model, prefix, monkeypatch):
-    """Forced at tiny sizes (buffers grow every step, every linear packed), a batch of 4 - rows
-    prefilled alone, stepped together on packed weights - still gives each item the ids of the
-    no-cache, no-batch reference."""
-    from osum_echat.generation import kv_cache, packed_linear
+@pytest.mark.parametrize("slack", [0.0, 100.0])
+def test_growing_cache_and_packed_weights_keep_the_ids(setup, ending_model, prefix, slack, monkeypatch):
+    """Forced at tiny sizes (buffers grow every step, every linear packed), a batch of 4 - shared
+    prefix once, rows prefilled alone (slack 0) or together, stepped together on packed weights -
+    still gives each item the ids of the no-cache, no-batch reference."""
+    from osum_echat.generation import kv_cache, packed_linear, prefill
+    monkeypatch.setattr(prefill, "PAD_SLACK", slack)
     monkeypatch.setattr(kv_cache, "MIN_SPARE", 1)
     monkeypatch.setattr(packed_linear, "MIN_NUMEL", 0)
     packed_rows = []

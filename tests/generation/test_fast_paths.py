@@ -153,9 +153,13 @@ def test_shared_prefix_is_what_every_prompt_starts_with():
 
 @torch.no_grad()
 @pytest.mark.parametrize("shared", [0, 4])
-def test_rows_prefilled_alone_make_the_cache_of_the_padded_batch(shared):
-    """Rows prefilled alone (after a shared prefix run once), left-padded into one cache, give the
-    next step what a padded batch prefill gives it (the padding columns differ; the mask hides them)."""
+@pytest.mark.parametrize("slack", [0.0, 100.0])  # each row alone / all rows together
+def test_prefill_makes_the_cache_of_the_padded_batch(shared, slack, monkeypatch):
+    """A shared prefix run once, then the rows' own parts together or one by one: the next step
+    gets what a padded batch prefill of the whole prompts gives it (the padding differs; the mask
+    hides it)."""
+    from osum_echat.generation import prefill as prefill_module
+    monkeypatch.setattr(prefill_module, "PAD_SLACK", slack)
     from transformers import Qwen2Model
     torch.manual_seed(0)
     model = Qwen2Model(_config()).eval()
@@ -176,8 +180,10 @@ def test_rows_prefilled_alone_make_the_cache_of_the_padded_batch(shared):
     assert last_pos.tolist() == [n - 1 for n in lengths]
     for ours, theirs in zip(cache.layers, ref_cache.layers):
         for i, n in enumerate(lengths):
-            torch.testing.assert_close(ours.keys[i, :, width - n:], theirs.keys[i, :, width - n:])
-            torch.testing.assert_close(ours.values[i, :, width - n:], theirs.values[i, :, width - n:])
+            keep = step_mask.buf[i, :ours.length]  # where row i attends: its prefix and own positions
+            assert int(keep.sum()) == n
+            torch.testing.assert_close(ours.keys[i, :, keep], theirs.keys[i, :, width - n:])
+            torch.testing.assert_close(ours.values[i, :, keep], theirs.values[i, :, width - n:])
     step = torch.randn(3, 1, 32)
     full = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], 1)
     a = model(inputs_embeds=step, attention_mask=step_mask.next(), position_ids=last_pos[:, None] + 1,
