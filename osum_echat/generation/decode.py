@@ -3,7 +3,7 @@
 Each item's prompt is the model's own training assembly cut after the assistant start
 (`model.assemble(item, with_output=False)`); prompt_style "upstream_infer" swaps in the system
 text upstream's generate functions use where it differs (tasks.UPSTREAM_INFER_SYSTEM_TEXT). The
-prompts of a chunk (`batch_size` items) are left-padded into one batch and share one KV cache;
+prompts of a chunk (`batch_size` items) share one padded KV cache (prefill.py);
 rows finish independently and leave the cache when they do.
 
 Two phases with a phase mask (as upstream's patched Qwen2, patches/modelling_qwen2_infer_gpu.py):
@@ -84,7 +84,7 @@ class Decoder:
         self.model = model
         self.overrides, self.greedy = overrides, greedy
         self.prompt_style, self.batch_size = prompt_style, batch_size
-        self.packed_weights = packed_weights  # batched steps on CPU: packed_linear.py
+        self.packed_weights = packed_weights  # CPU steps on packed weight copies: packed_linear.py
         self.eos = model.text_ids.eos
         self.marker = model.speech_token_num - 1  # opens and closes the speech span
         self.context = model.base_llm().config.max_position_embeddings

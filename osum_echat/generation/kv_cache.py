@@ -96,10 +96,11 @@ class DecodeCache(Cache):
 
 
 class StepMask:
-    """The attention mask of one decode step for padded rows (the padding anywhere in the prompt). With SDPA and full attention in
-    every layer it is handed over ready-made, as the model would build it: None when no remaining
-    row is padded (SDPA then needs no mask), else (rows, 1, 1, kv) booleans, True where a row
-    attends. Otherwise (eager attention, sliding windows) the model gets the 2-D mask to build from."""
+    """The attention mask of one decode step for padded rows (padding anywhere in the prompt). With
+    SDPA and full attention in every layer it is handed over ready-made, as the model would build
+    it: None when no remaining row is padded (SDPA then needs no mask), else (rows, 1, 1, kv)
+    booleans, True where a row attends. Otherwise (eager attention, sliding windows) the model gets
+    the 2-D mask to build from."""
 
     def __init__(self, prompt_mask: torch.Tensor, config):
         self.ready_made = (config._attn_implementation == "sdpa"
