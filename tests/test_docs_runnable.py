@@ -31,9 +31,9 @@ MAX_README_LINES = 150
 def _commands(block: str) -> list:
     out, current = [], ""
     for line in block.splitlines():
-        current += line.rstrip()
+        current += line.strip() if current else line.rstrip()
         if current.endswith("\\"):
-            current = current[:-1] + " "
+            current = current[:-1].rstrip() + " "
             continue
         command = current.strip()
         current = ""
@@ -85,7 +85,8 @@ def fresh_clone(tmp_path_factory):
         pytest.fail("espeak-ng is required by the demo recipe: apt-get install -y espeak-ng (tools/install.sh installs it)")
     root = tmp_path_factory.mktemp("fresh_clone")
     demo = root / "demo_run" / "exp" / "demo"
-    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     r = subprocess.run(["bash", "recipes/demo/run.sh", "--dir", str(demo), "--max_steps", "20", "--stop_stage", "3"],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
