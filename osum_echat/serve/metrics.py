@@ -1,0 +1,27 @@
+"""Prometheus metrics of one server (own registry: two apps in one process do not collide)."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# end of user speech -> first audio delta, seconds
+FIRST_AUDIO_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.sessions = Gauge("osum_realtime_sessions_open", "open realtime sessions", registry=self.registry)
+        self.sessions_total = Counter("osum_realtime_sessions_opened", "realtime sessions opened",
+                                      registry=self.registry)
+        self.turns = Counter("osum_turns", "answered turns by endpoint and final status", ["endpoint", "status"],
+                             registry=self.registry)
+        self.errors = Counter("osum_errors", "errors sent to clients by code", ["code"], registry=self.registry)
+        self.first_audio = Histogram("osum_end_of_speech_to_first_audio_seconds",
+                                     "end of user speech (commit) -> first audio delta sent",
+                                     buckets=FIRST_AUDIO_BUCKETS, registry=self.registry)
+        self.first_text = Histogram("osum_end_of_speech_to_first_text_seconds",
+                                    "end of user speech (commit) -> first text delta sent",
+                                    buckets=FIRST_AUDIO_BUCKETS, registry=self.registry)
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
