@@ -41,16 +41,8 @@ from osum_echat.utils import get_logger
 log = get_logger("osum_echat.runtime")
 
 
-# The thin helpers: which task-table row each one runs.
-HELPER_TASKS = {
-    "transcribe": "<TRANSCRIBE>",
-    "chat": "<S2TCHAT>",
-    "chat_think": "<S2TCHAT> <THINKER>",
-    "tts": "<TEXT2TOKEN>",
-    "s2s": "<S2TCHAT> <TEXT2TOKEN>",
-    "s2s_think": "<S2TCHAT> <TEXT2TOKEN> <THINK>",
-    "t2t": "<TEXT2TEXT>",
-}
+# The thin helpers: which task-table row each one runs (the table's names people may type too).
+HELPER_TASKS = task_table.HELPER_TASKS
 assert all(tag in task_table.TASKS for tag in HELPER_TASKS.values())
 
 
@@ -191,17 +183,25 @@ class ChatPipeline:
     @classmethod
     def from_files(cls, config_path, checkpoint, token2wav_dir=None, *, device=None, dtype="float32",
                    overrides=(), checkpoint_b=None, speaker_prompt_wav=None, **kw) -> "ChatPipeline":
-        """Build from a config YAML and a checkpoint; `checkpoint_b` (the other think checkpoint)
-        shares the same model and costs only its differing weights (see `use_variant`)."""
-        from osum_echat.config import load_config
+        """Build from a config YAML (None: the train.yaml saved beside the checkpoint) and a checkpoint;
+        `checkpoint_b` (the other think checkpoint) shares the same model and costs only its differing
+        weights (see `use_variant`)."""
+        from osum_echat.config import load_config, mismatch_message, resolve_config
         from osum_echat.models import load_for_inference
+        from osum_echat.models.checkpoint import CheckpointError
         from osum_echat.tokenizer import load_tokenizer
         from osum_echat.train.devices import select_device
 
         device = select_device(device)
+        config_path = resolve_config(config_path, checkpoint)
         config = load_config(config_path, list(overrides))
         tokenizer = load_tokenizer(config["llm_path"])
-        model = load_for_inference(config, checkpoint, device, dtype, tokenizer)  # strict, no throw-away copy
+        try:
+            model = load_for_inference(config, checkpoint, device, dtype, tokenizer)  # strict, no throw-away copy
+        except CheckpointError as e:
+            if not Path(checkpoint).is_file():
+                raise
+            raise CheckpointError(mismatch_message(config_path, checkpoint, e)) from None
         t2w = prompt = None
         if token2wav_dir:
             from osum_echat.token2wav import Token2Wav
@@ -223,15 +223,12 @@ class ChatPipeline:
     def sample(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
                history: Optional[list] = None, key: str = "request"):
         """(sample dict as a data source yields it, TaskSpec, notes) for one request."""
-        tag = task_table.normalize_tag(task or "")
-        if not tag:
-            raise ChatInputError("unknown_task", "no task given; see `python -m osum_echat.bin.chat --list-tasks`")
+        try:
+            tag = task_table.resolve_task(task)
+        except task_table.UnknownTaskError as e:
+            raise ChatInputError("unknown_task", str(e)) from None
         spec = task_table.get_task(tag, has_history=bool(history))
-        notes = []
-        if spec is None:
-            spec = task_table.generic_understanding(tag)
-            notes.append(f"task {tag!r} is not in the task table (osum_echat/tasks.py): run as speech -> text "
-                         "(output_type 'text'); the checkpoint was probably not trained for it")
+        notes = [] if tag == str(task).strip() else [f"task {str(task).strip()!r} read as {tag}"]
         sample = {"key": key, "task": tag, "txt": "", "extra": {}, "src": "request"}
         if spec.speech_input:
             if wav is None:

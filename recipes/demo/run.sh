@@ -76,7 +76,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --out_dir "$data" --data_type "$data_type" --yamls_only
   for style in tag_think language_think; do
     train_stage empathy 3 "$dir/stage2/final.pt" $style
-    cp "$dir/stage3_$style/final.pt" "$dir/${style}_final.pt"
+    # a link, so tools find the stage's train.yaml (and its data lists) through it
+    ln -sfn "stage3_$style/final.pt" "$dir/${style}_final.pt"
   done
 fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then

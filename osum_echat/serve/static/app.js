@@ -17,6 +17,7 @@ const stats = window.osum = {
 
 let ws = null, ctx = null, mic = null, capture = null;
 let eventSeq = 0;
+let textOnly = false;            // a text-answer task: the latency shown is to the first text delta
 const play = { nextTime: 0, sources: new Set(), itemId: null, itemStart: null, itemSamples: 0 };
 const turn = { t0: null, waitingAudio: false };
 const responses = new Map();     // response_id -> {answer, think, status} elements
@@ -142,10 +143,14 @@ const handlers = {
     stats.sessionId = e.session.id || null;
     $("session_id").textContent = stats.sessionId || "?";
     const vad = $("vad").checked;
-    send({ type: "session.update", session: { type: "realtime", audio: {
+    const session = { type: "realtime", audio: {
       input: { format: { type: "audio/pcm", rate: RATE },
                turn_detection: vad ? { type: "server_vad", create_response: true, interrupt_response: true } : null },
-      output: { format: { type: "audio/pcm", rate: RATE } } } } });
+      output: { format: { type: "audio/pcm", rate: RATE } } } };
+    if ($("task").value) session.osum = { task: $("task").value };   // this server's own session fields
+    textOnly = $("task").value.startsWith("chat");
+    if (textOnly) session.output_modalities = ["text"];
+    send({ type: "session.update", session });
   },
   async "session.updated"() {
     if (mic) return;
@@ -207,6 +212,7 @@ const handlers = {
 
 function appendAnswer(e) {
   stats.textDeltas++;
+  if (textOnly && turn.waitingAudio) { showLatency(performance.now() - turn.t0); turn.waitingAudio = false; }
   const v = responseView(e.response_id);
   v.answer.textContent += e.delta;
   stats.lastAnswer = v.answer.textContent;
