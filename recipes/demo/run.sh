@@ -24,6 +24,7 @@ help_message="usage: bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--di
 . tools/parse_options.sh
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # no spin-waiting beside other jobs (osum_echat/threads.py)
 data=$dir/data
 conf=recipes/demo/conf
 speech_token_num=$(sed -n 's/^speech_token_num: *\(&[a-z_]* *\)\?\([0-9]*\).*/\2/p' $conf/stage2_generation.yaml)
