@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--config", default=None, help="model YAML (default: train.yaml beside the checkpoint)")
     ap.add_argument("--token2wav_dir", default=None, help="CosyVoice-300M-25Hz style folder; without it: text only")
+    ap.add_argument("--checkpoint_b", default=None,
+                    help="the other think checkpoint (tag/language think): sessions pick it with osum.variant 'b'")
     ap.add_argument("--speaker_prompt_wav", default=None, help="voice to speak with (token2wav front-end)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
@@ -116,7 +118,7 @@ def main(argv=None) -> int:
         config = resolve_config(args.config, args.checkpoint)
         pipe = ChatPipeline.from_files(config, args.checkpoint, args.token2wav_dir, device=args.device,
                                        dtype=args.dtype, overrides=args.override,
-                                       speaker_prompt_wav=args.speaker_prompt_wav,
+                                       speaker_prompt_wav=args.speaker_prompt_wav, checkpoint_b=args.checkpoint_b,
                                        decode_options=decode_options_from_args(args))
     except (ValueError, OSError, CheckpointError, DeviceError) as e:
         fail(str(e))
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
     app = create_app(Engine(pipe), settings_from_args(args))
     print(f"serving {args.model_name} on http://{args.host}:{args.port} (WebSocket /v1/realtime, REST /v1)",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws="websockets",
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws="websockets-sansio",
                 ws_max_size=args.max_message_bytes)
     return 0
 

@@ -54,8 +54,11 @@ class Engine:
         else:
             yield from self._events_from_run(task, cancel, **kw)
 
-    def _events_from_run(self, task: str, cancel: threading.Event, **kw) -> Iterator[dict]:
+    def _events_from_run(self, task: str, cancel: threading.Event, variant: Optional[str] = None,
+                         **kw) -> Iterator[dict]:
         with self._lock:
+            if variant is not None:
+                self.pipe.use_variant(variant)
             result = self.pipe.run(task, **kw)
         if result.think and not cancel.is_set():
             yield {"type": "think_delta", "text": result.think}
