@@ -3,8 +3,9 @@
 Each item's prompt is the model's own training assembly cut after the assistant start
 (`model.assemble(item, with_output=False)`); prompt_style "upstream_infer" swaps in the system
 text upstream's generate functions use where it differs (tasks.UPSTREAM_INFER_SYSTEM_TEXT). The
-prompts of a chunk (`batch_size` items) share one padded KV cache (prefill.py);
-rows finish independently and leave the cache when they do.
+prompts of a chunk (`batch_size` items) share one padded KV cache (prefill.py) and are stepped by
+stepper.py, the decode step the continuous-batching scheduler (scheduler.py) runs too; rows finish
+independently and leave the cache when they do.
 
 Two phases with a phase mask (as upstream's patched Qwen2, patches/modelling_qwen2_infer_gpu.py):
 a row in the text phase is scored by the text head (lm_head) and its ids are embedded with the
@@ -26,9 +27,7 @@ import torch
 
 from osum_echat import tasks as task_table
 from osum_echat.generation.packed_linear import MODES as PACK_MODES, packed_linears
-from osum_echat.generation.prefill import prefill
-from osum_echat.generation.processors import Rows, TagCotConstraint, apply_chain, build_chain, pick
-from osum_echat.generation.streaming import PhaseState
+from osum_echat.generation.stepper import DecodeBatch, Row, Vocab
 from osum_echat.models.osum_echat import spec_for_output_type
 from osum_echat.tasks import DecodeConfig
 
@@ -52,6 +51,7 @@ class Hypothesis:
 class ItemError(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(f"{reason}: {message}")
+        self.reason, self.message = reason, message
 
 
 @dataclasses.dataclass
@@ -85,13 +85,9 @@ class Decoder:
         self.overrides, self.greedy = overrides, greedy
         self.prompt_style, self.batch_size = prompt_style, batch_size
         self.packed_weights = packed_weights  # CPU steps on packed weight copies: packed_linear.py
-        self.eos = model.text_ids.eos
-        self.marker = model.speech_token_num - 1  # opens and closes the speech span
+        self.vocab = Vocab(model)
+        self.eos, self.marker = self.vocab.eos, self.vocab.marker
         self.context = model.base_llm().config.max_position_embeddings
-        tok = model.tokenizer
-        prefix = tok.encode(task_table.TAG_COT_AGE_PREFIX, add_special_tokens=False)
-        allowed = [tok.encode(w, add_special_tokens=False)[0] for w in task_table.TAG_COT_AGE_LABELS]
-        self.tag_cot_ids = (prefix, allowed)
 
     def config_for(self, spec) -> DecodeConfig:
         conf = dataclasses.replace(spec.decode, **self.overrides)
@@ -118,6 +114,10 @@ class Decoder:
         return hyps
 
     # -------------------------------------------------------------- prompts
+    def prompt(self, item, spec, conf: DecodeConfig) -> torch.Tensor:
+        """The prompt embeds (L, D) of a batch of one; ItemError when the item cannot be decoded."""
+        return self._prompt(item, 0, spec, conf).embeds
+
     def _prompt(self, item, index: int, spec, conf: DecodeConfig) -> _Prompt:
         key = item.keys[0]
         self._check_input(item, spec, conf)
@@ -171,102 +171,31 @@ class Decoder:
                                             error=f"decode_error: {type(e).__name__}: {e}"))]
 
     def _decode_chunk(self, prompts: list, spec, conf: DecodeConfig) -> list:
-        llm = self.model.base_llm().model
-        cache, hidden, last_pos, step_mask = prefill(llm, [p.embeds for p in prompts])
-        run = _Run(self, spec, conf, prompts)
-        active = torch.arange(len(prompts), device=hidden.device)  # original row of each cache row
-        with packed_linears([llm, self.model.lm_head, self.model.speech_head], self.packed_weights, len(prompts)):
-            while True:
-                ids, next_embeds = run.step(hidden, active.tolist())
-                keep = [j for j, r in enumerate(active.tolist()) if not run.states[r].done]
-                if not keep:
-                    break
-                if len(keep) < len(active):
-                    sel = torch.tensor(keep, device=hidden.device)
-                    cache.batch_select_indices(sel)
-                    step_mask.select(keep, sel)
-                    active, next_embeds, last_pos = active[sel], next_embeds[sel], last_pos[sel]
-                last_pos = last_pos + 1
-                out = llm(inputs_embeds=next_embeds[:, None], attention_mask=step_mask.next(),
-                          position_ids=last_pos[:, None], past_key_values=cache, use_cache=True)
-                hidden = out.last_hidden_state[:, -1]
-        return [run.hypothesis(i) for i in range(len(prompts))]
+        rows = [self.start_row(p.key, spec, conf) for p in prompts]
+        batch = DecodeBatch.prefill(self.vocab, rows, [p.embeds for p in prompts])
+        model = self.model
+        with packed_linears([model.base_llm().model, model.lm_head, model.speech_head], self.packed_weights,
+                            len(prompts)):
+            while batch.rows:
+                batch.step()
+        return [hypothesis(self.vocab, row) for row in rows]
+
+    def start_row(self, key: str, spec, conf: DecodeConfig) -> Row:
+        """A fresh row for one prompt, its sampling generator seeded from its key."""
+        gen = (torch.Generator(self.model.device).manual_seed(utterance_seed(key, conf.seed))
+               if conf.do_sample else None)
+        return Row.start(self.vocab, key, spec, conf, gen)
 
 
-class _Run:
-    """Per-row bookkeeping of one decoded chunk: phases, histories, processor state, generators."""
-
-    def __init__(self, dec: Decoder, spec, conf: DecodeConfig, prompts: list):
-        self.dec, self.spec, self.conf, self.model = dec, spec, conf, dec.model
-        b, dev = len(prompts), dec.model.device
-        self.keys = [p.key for p in prompts]
-        self.states = [PhaseState.start(spec.decode_phases) for _ in prompts]
-        start_speech = [dec.marker] if spec.decode_phases == "speech" else []
-        self.history = {"text": [[] for _ in range(b)], "speech": [list(start_speech) for _ in range(b)]}
-        self.raw = [[self.model.llm_vocab_size + c for c in start_speech] for _ in range(b)]
-        self.proc_state = [{} for _ in range(b)]
-        tag_cot = TagCotConstraint(*dec.tag_cot_ids)
-        self.chains = {ph: build_chain(conf, ph, marker=dec.marker, tag_cot=tag_cot) for ph in ("text", "speech")}
-        sizes = {"text": self.model.llm_vocab_size, "speech": self.model.speech_token_num}
-        self.seen = {ph: torch.zeros(b, sizes[ph], dtype=torch.bool, device=dev) if self._needs_seen(ph) else None
-                     for ph in ("text", "speech")}
-        if self.seen["speech"] is not None and start_speech:
-            self.seen["speech"][:, dec.marker] = True
-        self.generators = ([torch.Generator(dev).manual_seed(utterance_seed(k, conf.seed)) for k in self.keys]
-                           if conf.do_sample else None)
-
-    def _needs_seen(self, phase: str) -> bool:
-        return any(hasattr(p, "penalty") for p in self.chains[phase])
-
-    def step(self, hidden: torch.Tensor, rows: list):
-        """Scores the cache rows (original indices `rows`), appends one id to each; returns the ids
-        and their embeddings (len(rows), D) to feed next."""
-        ids = torch.empty(len(rows), dtype=torch.long, device=hidden.device)
-        next_embeds = torch.empty_like(hidden)
-        groups = {}
-        for j, r in enumerate(rows):
-            groups.setdefault(self.states[r].phase, []).append(j)
-        for phase, idx in groups.items():
-            sel = torch.tensor(idx, device=hidden.device) if len(idx) < len(rows) else None
-            h = hidden if sel is None else hidden[sel]
-            head = self.model.lm_head if phase == "text" else self.model.speech_head
-            scores = head(h).float()
-            orig = [rows[j] for j in idx]
-            seen = self.seen[phase]
-            view = Rows([self.history[phase][r] for r in orig],
-                        seen[torch.tensor(orig, device=hidden.device)] if seen is not None else None,
-                        [self.proc_state[r] for r in orig])
-            scores = apply_chain(self.chains[phase], scores, view)
-            if phase == "text":
-                forced = [k for k, r in enumerate(orig) if self.states[r].must_end_text(self.conf)]
-                for k in forced:
-                    scores[k] = float("-inf")
-                    scores[k, self.dec.eos] = 0.0
-                    self.states[orig[k]].hit_max_text_tokens = True
-            chosen = pick(scores, self.conf.do_sample, [self.generators[r] for r in orig] if self.generators else None)
-            table = self.model.embed_tokens if phase == "text" else self.model.speech_token_emded
-            emb = table(chosen[:, None])[:, 0].to(hidden.dtype)
-            if sel is None:
-                ids, next_embeds = chosen, emb
-            else:
-                ids[sel], next_embeds[sel] = chosen, emb
-            if seen is not None:
-                seen[torch.tensor(orig, device=hidden.device), chosen] = True
-        for j, (r, token) in enumerate(zip(rows, ids.tolist())):
-            phase = self.states[r].phase
-            self.history[phase][r].append(token)
-            self.raw[r].append(token if phase == "text" else self.model.llm_vocab_size + token)
-            self.states[r].advance(token, eos=self.dec.eos, marker=self.dec.marker, conf=self.conf)
-        return ids, next_embeds
-
-    def hypothesis(self, r: int) -> Hypothesis:
-        text_ids = [i for i in self.history["text"][r] if i != self.dec.eos]
-        text = self.model.tokenizer.decode(text_ids, skip_special_tokens=True) if text_ids else ""
-        think, answer = split_think(text)
-        codes = [c for c in self.history["speech"][r] if c != self.dec.marker]
-        st = self.states[r]
-        return Hypothesis(self.keys[r], self.spec.output_type, answer, think, codes, self.raw[r],
-                          st.hit_max_text_tokens, st.hit_max_speech_tokens)
+def hypothesis(vocab: Vocab, row: Row) -> Hypothesis:
+    """The Hypothesis of a row (done, or stopped early)."""
+    text_ids = [i for i in row.history["text"] if i != vocab.eos]
+    text = vocab.model.tokenizer.decode(text_ids, skip_special_tokens=True) if text_ids else ""
+    think, answer = split_think(text)
+    codes = [c for c in row.history["speech"] if c != vocab.marker]
+    st = row.state
+    return Hypothesis(row.key, row.spec.output_type, answer, think, codes, list(row.raw),
+                      st.hit_max_text_tokens, st.hit_max_speech_tokens)
 
 
 def _upstream_bf16_rounding(embeds: torch.Tensor, output_type: str) -> torch.Tensor:

@@ -94,6 +94,27 @@ class DecodeCache(Cache):
             layer.keys, layer.values = layer.k_buf[:, :, :width], layer.v_buf[:, :, :width]
         return out
 
+    @classmethod
+    def joined(cls, caches: list, width: int) -> "DecodeCache":
+        """One cache holding the rows of `caches` (each left-padded, its rows ending at its last
+        column) one after the other, every row moved to end at column `width` (>= each length)."""
+        out = cls(len(caches[0].layers))
+        for layer, parts in zip(out.layers, zip(*(c.layers for c in caches))):
+            first = parts[0].keys
+            layer.lazy_initialization(first, first)
+            rows = sum(p.keys.shape[0] for p in parts)
+            shape = (rows, first.shape[1], _room(width), first.shape[-1])
+            layer.k_buf, layer.v_buf = first.new_zeros(shape), first.new_zeros(shape)
+            at = 0
+            for p in parts:
+                n = p.keys.shape[0]
+                layer.k_buf[at:at + n, :, width - p.length:width] = p.keys
+                layer.v_buf[at:at + n, :, width - p.length:width] = p.values
+                at += n
+            layer.length = width
+            layer.keys, layer.values = layer.k_buf[:, :, :width], layer.v_buf[:, :, :width]
+        return out
+
 
 class StepMask:
     """The attention mask of one decode step for padded rows (padding anywhere in the prompt). With
@@ -109,6 +130,22 @@ class StepMask:
         self.padded = [bool(p) for p in (prompt_mask == 0).any(-1).tolist()]
         self.buf = torch.ones(prompt_mask.shape[0], _room(self.length), dtype=torch.bool, device=prompt_mask.device)
         self.buf[:, :self.length] = prompt_mask.bool()
+
+    @classmethod
+    def joined(cls, masks: list, width: int) -> "StepMask":
+        """The step mask of `DecodeCache.joined`: each mask's rows shifted to end at column `width`."""
+        out = cls.__new__(cls)
+        out.ready_made, out.length = masks[0].ready_made, width
+        rows = sum(m.buf.shape[0] for m in masks)
+        out.buf = masks[0].buf.new_ones(rows, _room(width))
+        out.buf[:, :width] = False
+        out.padded, at = [], 0
+        for m in masks:
+            n = m.buf.shape[0]
+            out.buf[at:at + n, width - m.length:width] = m.buf[:, :m.length]
+            out.padded += [p or m.length < width for p in m.padded]
+            at += n
+        return out
 
     def select(self, keep: list, index: torch.Tensor) -> None:
         self.padded = [self.padded[j] for j in keep]

@@ -3,6 +3,8 @@
     conv = Conversation(pipe, "<S2TCHAT> <TEXT2TOKEN>", max_turns=5)
     r1 = conv.say(wav="q1.wav")
     r2 = conv.say(wav="q2.wav")      # the model sees turn 1: q1 audio, its answer text and speech tokens
+    for ev in conv.say_stream(wav="q3.wav", cancel=stop): ...   # streamed (ChatPipeline.stream)
+    conv.truncate(1.2)               # the user heard 1.2 s of the last answer: keep only that
     conv.reset()
 
 History uses the layout the model was trained on (models/osum_echat.py `_history_segment`, fed by
@@ -44,6 +46,44 @@ class Conversation:
 
     def reset(self) -> None:
         self.turns = []
+
+    def say_stream(self, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
+                   task: Optional[str] = None, cancel=None, **decode_overrides):
+        """One turn streamed (`ChatPipeline.stream` events); the turn is remembered when "done" is
+        yielded - a cancelled one with the part that was streamed."""
+        task = task or self.task
+        source = audio_source(wav) if wav is not None else None
+        seconds = 0.0
+        if source is not None:
+            seconds, _ = check_audio(source, self.pipe.sample_rate)
+        history, dropped = self._bounded_history(seconds)
+        for ev in self.pipe.stream(task, wav=source, text=text, prompt=prompt, history=history,
+                                   key=f"turn{len(self.turns) + 1}", cancel=cancel, **decode_overrides):
+            if ev.kind == "done":
+                if dropped:
+                    ev.result.notes.append(dropped)
+                if source is not None:
+                    self.turns.append(Turn(source, ev.result.text, list(ev.result.speech_tokens), seconds))
+            yield ev
+
+    def truncate(self, played_seconds: float) -> Optional[Turn]:
+        """The user heard only `played_seconds` of the last answer (barge-in): keep the speech tokens
+        whose audio was played and the same share of the answer text (an estimate: text and speech
+        are not aligned). Returns the cut turn (None without turns)."""
+        if not self.turns:
+            return None
+        turn = self.turns[-1]
+        t2w = self.pipe.token2wav
+        if t2w is None or not turn.speech_tokens:
+            return turn
+        played = max(0.0, played_seconds) * t2w.sample_rate
+        n = 0
+        while n < len(turn.speech_tokens) and t2w.num_samples(n) < played:
+            n += 1
+        if n < len(turn.speech_tokens):
+            turn.text = turn.text[:round(len(turn.text) * n / len(turn.speech_tokens))]
+            turn.speech_tokens = turn.speech_tokens[:n]
+        return turn
 
     def say(self, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
             task: Optional[str] = None, **decode_overrides) -> Result:

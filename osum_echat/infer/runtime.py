@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import threading
 import time
 from pathlib import Path
 from typing import Optional
@@ -82,6 +83,7 @@ class Result:
     notes: list = dataclasses.field(default_factory=list)
     timings: dict = dataclasses.field(default_factory=dict)  # seconds: encoder, llm, token2wav, first_audio, total
     history_turns: int = 0  # history turns the model saw
+    cancelled: bool = False  # a stream stopped early: text, think, speech_tokens, audio hold what was sent
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -183,6 +185,8 @@ class ChatPipeline:
         hop = int((conf.get("log_mel_spectrogram_conf") or {}).get("hop_length", 160))
         self.frames_per_second = self.sample_rate / hop
         self.variants = None  # osum_echat.infer.variants.WeightVariants when two checkpoints share the model
+        self._scheduler = None
+        self._scheduler_lock = threading.Lock()
 
     @classmethod
     def from_files(cls, config_path, checkpoint, token2wav_dir=None, *, device=None, dtype="float32",
@@ -305,6 +309,27 @@ class ChatPipeline:
         self._synthesize(result, start)
         result.timings["total"] = time.perf_counter() - start
         return result
+
+    @property
+    def scheduler(self):
+        """The decode loop every `stream` of this pipeline shares (generation/scheduler.py), made on first use."""
+        with self._scheduler_lock:
+            if self._scheduler is None:
+                from osum_echat.generation.scheduler import Scheduler
+                self._scheduler = Scheduler(self.model, self.decode_options.get("packed_weights", "auto"))
+            return self._scheduler
+
+    def stream(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
+               history: Optional[list] = None, key: str = "request", cancel=None, speaker_prompt=None,
+               **decode_overrides):
+        """Decode one request as `run` does, as a generator of `StreamEvent`s: think/text deltas and
+        speech tokens as they are decoded, audio packets while the LLM keeps decoding, then "done"
+        with the Result. `cancel`: a threading.Event that stops it early (see infer/streaming.py);
+        `speaker_prompt`: token2wav prompt of this request (default: the pipeline's). Safe to
+        consume from any thread; concurrent streams are decoded as one batch."""
+        from osum_echat.infer.streaming import stream_request
+        return stream_request(self, task, wav, text, prompt, history, key, cancel, speaker_prompt,
+                              **decode_overrides)
 
     def _decoder(self, overrides: dict) -> Decoder:
         options = dict(self.decode_options)

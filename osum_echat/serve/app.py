@@ -16,6 +16,7 @@ from typing import Optional
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 
 from osum_echat.serve import rest
 from osum_echat.serve.auth import bearer, key_matches
@@ -89,6 +90,8 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     @app.get("/")
     async def page():
         return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")  # the page's script and worklet
 
     @app.get("/v1/models")
     async def models():

@@ -1,0 +1,296 @@
+"""One request streamed: text as it is decoded, audio while the LLM keeps decoding.
+
+    for ev in pipe.stream("<S2TCHAT> <TEXT2TOKEN>", wav="q.wav", cancel=stop):   # stop: threading.Event
+        ev.kind  "think_delta" | "text_delta" (ev.text), "speech_tokens" (ev.tokens),
+                 "audio" (ev.audio: 1-D float32 numpy at ev.sample_rate), "done" (ev.result: Result)
+
+The request is checked and its prompt built as `ChatPipeline.run` does (same ChatInputError rules,
+raised by the first `next()`), then decoded by the pipeline's shared `Scheduler` (continuous
+batching with every other stream of the pipeline). Ids arrive as the decode loop produces them:
+text ids are detokenised incrementally (a piece that is not yet whole UTF-8, a trailing space, or
+what may be the start of a think marker is held back until the next id decides it), so the deltas
+of each kind add up to the final `Result.text` / `Result.think`. Speech codes go to a token2wav
+thread at once (`Token2Wav.stream`, the windowed streaming mode), which renders its first window
+while the LLM goes on: after the text phase for text-then-speech tasks, after the first text and
+speech chunk for the 6:18 interleaved ones.
+
+Cancel (the `cancel` event set, or the generator closed): no event but "done" is yielded after it
+is seen; the LLM row leaves the batch at its next step and token2wav stops after the window in
+flight; "done" comes once both have stopped, with `Result.cancelled` and the parts that were
+yielded (text, think, speech tokens, audio) - what a conversation keeps as history.
+"""
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+import torch
+
+from osum_echat import tasks as task_table
+from osum_echat.generation.decode import ItemError, select_item, split_think
+from osum_echat.models.osum_echat import spec_for_output_type
+from osum_echat.utils import get_logger
+
+log = get_logger("osum_echat.streaming")
+
+POLL_SECONDS = 0.02  # how often a waiting consumer looks at its cancel event
+EVENT_KINDS = ("think_delta", "text_delta", "speech_tokens", "audio", "done")
+
+
+@dataclasses.dataclass
+class StreamEvent:
+    kind: str  # one of EVENT_KINDS
+    text: str = ""  # think_delta, text_delta
+    tokens: tuple = ()  # speech_tokens: the new codes
+    audio: Optional[np.ndarray] = None  # audio: 1-D float32 samples
+    sample_rate: Optional[int] = None  # audio
+    result: object = None  # done: the Result
+
+
+class TextDeltas:
+    """Detokenises text ids one at a time into (think delta, answer delta) pairs whose sums are
+    what `split_think` makes of the whole decoded text."""
+
+    def __init__(self, tokenizer, think_task: bool):
+        self.tokenizer, self.think_task = tokenizer, think_task
+        self.ids: list = []
+        self.think, self.answer = "", ""  # emitted so far
+
+    def push(self, token: int) -> tuple:
+        self.ids.append(token)
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        return self._emit(*self._split(_stable(text)))
+
+    def flush(self) -> tuple:
+        """At the text eos: the text is whole, nothing is held back."""
+        return self._emit(*split_think(self.tokenizer.decode(self.ids, skip_special_tokens=True)))
+
+    def finish(self, think: str, answer: str) -> tuple:
+        """The rest of the final (think, answer); logs if an emitted delta turned out wrong."""
+        if not think.startswith(self.think) or not answer.startswith(self.answer):
+            log.warning("streamed text and final text differ (think %r vs %r, answer %r vs %r)",
+                        self.think, think, self.answer, answer)
+        return self._emit(think, answer)
+
+    def _split(self, text: str) -> tuple:
+        open_, close = task_table.THINK_OPEN, task_table.THINK_CLOSE
+        if close in text:
+            head, answer = text.split(close, 1)
+            return head.replace(open_, "", 1), answer
+        if self.think_task or text.startswith(open_):
+            return text.replace(open_, "", 1), ""
+        return "", text
+
+    def _emit(self, think: str, answer: str) -> tuple:
+        dt = think[len(self.think):] if think.startswith(self.think) else ""
+        da = answer[len(self.answer):] if answer.startswith(self.answer) else ""
+        self.think += dt
+        self.answer += da
+        return dt, da
+
+
+def _stable(text: str) -> str:
+    """The part of a partial decode later ids cannot change: without an unfinished UTF-8 piece,
+    trailing white space (a tokenizer may join it to what follows) or a possible marker start."""
+    text = text.rstrip("\ufffd")
+    text = text.rstrip()
+    for marker in (task_table.THINK_OPEN, task_table.THINK_CLOSE):
+        for n in range(min(len(marker) - 1, len(text)), 0, -1):
+            if text.endswith(marker[:n]):
+                return text[:-n]
+    return text
+
+
+class _Stop(Exception):
+    pass
+
+
+class _Voice:
+    """token2wav in a thread of its own, fed codes as they are decoded; its packets and its end
+    go to the stream's event queue."""
+
+    END = object()
+    STOP = object()
+
+    def __init__(self, t2w, prompt, events: queue.Queue, cancel: threading.Event):
+        self.t2w, self.prompt, self.events, self.cancel = t2w, prompt, events, cancel
+        self.codes: queue.Queue = queue.Queue()
+        self.thread: Optional[threading.Thread] = None
+        self.busy = 0.0  # seconds spent rendering
+
+    def push(self, code: int) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="osum-token2wav", daemon=True)
+            self.thread.start()
+        self.codes.put(code)
+
+    def finish(self) -> None:
+        self.codes.put(self.END)
+
+    def stop(self) -> None:
+        self.codes.put(self.STOP)
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def _tokens(self):
+        while True:
+            code = self.codes.get()
+            if code is self.END:
+                return
+            if code is self.STOP or self.cancel.is_set():
+                raise _Stop
+            yield code
+
+    def _run(self) -> None:
+        error = None
+        try:
+            t0 = time.perf_counter()
+            for chunk in self.t2w.stream(self._tokens(), prompt=self.prompt):
+                self.busy += time.perf_counter() - t0
+                if self.cancel.is_set():
+                    break
+                self.events.put(("audio", chunk.float().cpu().numpy()))
+                t0 = time.perf_counter()
+        except _Stop:
+            pass
+        except Exception as e:  # noqa: BLE001 - reported as a note, the text still stands
+            log.exception("token2wav failed")
+            error = f"{type(e).__name__}: {e}"
+        self.events.put(("voice_end", error))
+
+
+def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
+                   history: Optional[list] = None, key: str = "request", cancel: Optional[threading.Event] = None,
+                   speaker_prompt=None, **decode_overrides):
+    """The generator behind `ChatPipeline.stream` (see the module docstring)."""
+    from osum_echat.infer.runtime import ChatInputError, Result, _timed
+
+    start = time.perf_counter()
+    cancel = cancel if cancel is not None else threading.Event()
+    sample, _, notes = pipe.sample(task, wav, text, prompt, history, key)
+    batch = pipe.batch(sample).to(pipe.model.device)
+    dec = pipe._decoder(dict(decode_overrides))
+    spec = spec_for_output_type(batch.output_type)
+    conf = dec.config_for(spec)
+    timings = {"encoder": 0.0}
+    with _timed(pipe.model.encoder, timings, "encoder"), torch.no_grad():
+        try:
+            embeds = dec.prompt(select_item(batch, 0), spec, conf)
+        except ItemError as e:
+            raise ChatInputError(e.reason, e.message) from None
+        except Exception as e:  # noqa: BLE001 - as run() reports a prompt that cannot be built
+            raise ChatInputError("decode_error", f"{type(e).__name__}: {e}") from None
+
+    events: queue.Queue = queue.Queue()
+    t_submit = time.perf_counter()
+    ticket = pipe.scheduler.submit(key, spec, conf, embeds, lambda kind, value: events.put((kind, value)), cancel)
+    voice = None
+    if pipe.token2wav is not None and spec.speech_output:
+        voice = _Voice(pipe.token2wav, speaker_prompt if speaker_prompt is not None else pipe.speaker_prompt,
+                       events, cancel)
+    vocab = pipe.scheduler.vocab
+    deltas = TextDeltas(pipe.tokenizer, spec.think)
+    sent_codes, sent_audio = [], []
+    hyp, finished, voice_ended = None, False, False
+
+    def mark(name):
+        timings.setdefault(name, time.perf_counter() - start)
+
+    def text_events(think_delta, answer_delta):
+        if think_delta:
+            mark("first_think")
+            yield StreamEvent("think_delta", text=think_delta)
+        if answer_delta:
+            mark("first_text")
+            yield StreamEvent("text_delta", text=answer_delta)
+
+    try:
+        while not cancel.is_set() and (hyp is None or (voice is not None and voice.thread is not None
+                                                        and not voice_ended)):
+            try:
+                kind, value = events.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if kind == "token":
+                phase, token = value
+                if phase == "text":
+                    out = list(text_events(*(deltas.push(token) if token != vocab.eos else deltas.flush())))
+                elif phase == "speech" and token != vocab.marker:
+                    mark("first_speech_token")
+                    if voice is not None:
+                        voice.push(token)
+                    sent_codes.append(token)
+                    out = [StreamEvent("speech_tokens", tokens=(token,))]
+                else:
+                    out = []
+            elif kind == "done":
+                hyp = value
+                timings["llm"] = time.perf_counter() - t_submit
+                if voice is not None:
+                    voice.finish()
+                out = list(text_events(*deltas.finish(hyp.think, hyp.text)))
+            elif kind == "audio":
+                mark("first_audio")
+                sent_audio.append(value)
+                out = [StreamEvent("audio", audio=value, sample_rate=pipe.token2wav.sample_rate)]
+            elif kind == "voice_end":
+                voice_ended = True
+                if value:
+                    notes.append(f"token2wav failed ({value}): the audio is cut")
+                out = []
+            else:  # "error": as run() reports a hypothesis with an error
+                reason, _, message = str(value).partition(": ")
+                raise ChatInputError(reason, message or str(value))
+            for ev in out:
+                if cancel.is_set():
+                    break
+                yield ev
+        cancelled = cancel.is_set()
+        if cancelled:
+            _wait_stopped(ticket, voice, events)
+        if hyp is not None and not cancelled:
+            answer, think, codes = hyp.text, hyp.think, list(hyp.speech_tokens)
+        else:
+            answer, think, codes = deltas.answer, deltas.think, list(sent_codes)
+        if cancelled:
+            notes.append("cancelled: the result holds the part that was streamed")
+        for flag, what in (("hit_max_text_tokens", "max_text_tokens"), ("hit_max_speech_tokens", "max_speech_tokens")):
+            if hyp is not None and getattr(hyp, flag, False):
+                notes.append(f"stopped at {what}: the answer may be cut")
+        result = Result(task=batch.task[0], output_type=spec.output_type, text=answer, think=think,
+                        speech_tokens=codes, notes=notes, timings=timings, history_turns=len(batch.history[0]),
+                        cancelled=cancelled)
+        if voice is not None and codes:
+            result.audio = torch.from_numpy(np.concatenate(sent_audio)) if sent_audio else torch.zeros(0)
+            result.sample_rate = pipe.token2wav.sample_rate
+            timings["token2wav"] = voice.busy
+        timings["total"] = time.perf_counter() - start
+        finished = True
+        yield StreamEvent("done", result=result)
+    finally:
+        if not finished:  # closed early, or an error: stop the row and token2wav, do not wait for them
+            cancel.set()
+            ticket.cancel()
+            if voice is not None:
+                voice.stop()
+
+
+def _wait_stopped(ticket, voice, events: queue.Queue, timeout: float = 60.0) -> None:
+    """After a cancel: until the row has left the batch and token2wav has ended (events dropped)."""
+    ticket.cancel()
+    if voice is not None:
+        voice.stop()
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        if ticket.done.is_set() and (voice is None or not voice.running):
+            break
+        try:
+            events.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            pass

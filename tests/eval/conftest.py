@@ -1,0 +1,91 @@
+"""Fixtures of the evaluation tests: two tiny checkpoints, a tiny token2wav, a judge endpoint process."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="session")
+def eval_checkpoints(tmp_path_factory, repo_root, tiny_tokenizer):
+    """(config path, a.pt, b.pt): b differs from a in the adapter projection only."""
+    from osum_echat.config import load_config
+    from osum_echat.models import build_model
+    from osum_echat.models.checkpoint import save_checkpoint
+
+    out = tmp_path_factory.mktemp("eval_ckpt")
+    torch.manual_seed(0)
+    model = build_model(load_config(repo_root / "conf/tiny_ct_config.yaml"), tokenizer=tiny_tokenizer)
+    state = model.state_dict()
+    save_checkpoint(state, out / "a.pt")
+    state = dict(state)
+    state["speech_llama_proj.weight"] = state["speech_llama_proj.weight"] + 0.5
+    save_checkpoint(state, out / "b.pt")
+    return str(repo_root / "conf/tiny_ct_config.yaml"), str(out / "a.pt"), str(out / "b.pt")
+
+
+@pytest.fixture(scope="session")
+def eval_token2wav(tmp_path_factory):
+    from osum_echat.bin.token2wav import make_tiny
+
+    return str(make_tiny(tmp_path_factory.mktemp("eval_t2w")))
+
+
+class FakeJudge:
+    """tests/eval/fake_judge.py as a subprocess on a free loopback port."""
+
+    def __init__(self, tmp: Path, mode: str, arg: str = ""):
+        self.count_file = tmp / f"judge_{mode}_{time.monotonic_ns()}.requests"
+        port_file = tmp / f"{self.count_file.name}.port"
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "fake_judge.py"), str(port_file),
+                                      str(self.count_file), mode] + ([arg] if arg else []))
+        deadline = time.time() + 20
+        while not port_file.exists():
+            if time.time() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError("the fake judge did not start")
+            time.sleep(0.05)
+        self.url = f"http://127.0.0.1:{port_file.read_text()}/v1"
+
+    def requests(self) -> list:
+        if not self.count_file.exists():
+            return []
+        return [json.loads(x) for x in self.count_file.read_text().splitlines() if x]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def fake_judge(tmp_path):
+    started = []
+
+    def start(mode: str, arg: str = "") -> FakeJudge:
+        started.append(FakeJudge(tmp_path, mode, arg))
+        return started[-1]
+    yield start
+    for j in started:
+        j.stop()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dead_url():
+    """A loopback URL nothing listens on."""
+    return f"http://127.0.0.1:{free_port()}/v1"
+

@@ -1,0 +1,151 @@
+"""bin.evaluate end to end on tiny random checkpoints: decode once, reply-audio checks, a judge on
+loopback (tests/eval/fake_judge.py: scores, garbage, 500s, slow), cache, resume, rescore offline.
+
+The tiny models' words are nonsense; the checks are about what is asked, cached, counted and reported."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from osum_echat.bin.evaluate import main
+
+def tone(path, seconds, hz, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.2 * np.sin(2 * np.pi * hz * t)).astype("float32"), rate, subtype="PCM_16")
+    return str(path)
+
+
+DECODE = ["--greedy", "--max_text_tokens", "4", "--max_speech_tokens", "6"]
+ITEMS = [("sad_man", "<SAD>", "<MALE>", "emotion", "<S2TCHAT> <TEXT2TOKEN> <THINK>"),
+         ("happy_woman", "<HAPPY>", "<FEMALE>", "emotion", "<S2TCHAT> <TEXT2TOKEN> <THINK>"),
+         ("sad_woman", "<SAD>", "<FEMALE>", "gender", "<S2TCHAT> <TEXT2TOKEN>")]
+
+
+@pytest.fixture(scope="module")
+def echat_list(tmp_path_factory):
+    d = tmp_path_factory.mktemp("echat")
+    rows = []
+    for i, (key, emotion, gender, dim, task) in enumerate(ITEMS):
+        rows.append({"key": key, "wav": tone(d / f"{key}.wav", 0.6 + 0.1 * i, 250 + 60 * i), "txt": "i hear you",
+                     "task": task, "extra": {"question": f"question {i}", "emotion": emotion, "gender": gender,
+                                             "age": "<ADULT>", "dimension": dim}})
+    path = d / "echat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def _args(echat_list, ckpts, out, url=None, *extra):
+    config, a, b = ckpts
+    args = ["--suite", "echat", "--data", echat_list, "--checkpoint", a, "--checkpoint", b, "--config", config,
+            "--output", str(out), *DECODE, *extra]
+    if url:
+        args += ["--judge_base_url", url, "--judge_model", "judge-x", "--judge_backoff", "0.01"]
+    return args
+
+
+def _report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+def test_two_checkpoints_judged_then_rescored_without_the_judge(tmp_path, echat_list, eval_checkpoints,
+                                                                eval_token2wav, fake_judge, capsys):
+    judge = fake_judge("scores")
+    out = tmp_path / "run"
+    assert main(_args(echat_list, eval_checkpoints, out, judge.url, "--token2wav_dir", eval_token2wav,
+                      "--judge_concurrency", "2")) == 0
+    report = _report(out)
+    assert list(report["checkpoints"]) == ["a", "b"]
+    asked = judge.requests()
+    assert len(asked) == 6  # 3 items x 2 checkpoints x 1 rubric
+    assert {(r["model"], r["temperature"], r["seed"]) for r in asked} == {("judge-x", 0.0, 1337)}
+    assert report["judge"]["model"] == "judge-x" and report["judge"]["stats"]["calls"] == 6
+    for label in ("a", "b"):
+        c = report["checkpoints"][label]
+        assert c["decoded"] == 3
+        # the fake answers "Score: [[4]]" (echat's format) to everything
+        assert c["metrics"]["judge"]["emotion"] == {"mean": 4.0, "ci95": [4.0, 4.0], "count": 2, "invalid": 0}
+        assert c["metrics"]["judge"]["gender"]["count"] == 1
+        # think tags: the two think items, one score per labelled slot
+        assert c["metrics"]["think"]["think_emotion"]["count"] + c["metrics"]["think"]["think_emotion"]["invalid"] == 2
+        objective = c["metrics"]["objective"]
+        assert objective["reply_seconds"]["count"] == 3  # every reply rendered and measured
+        assert objective["reply_emotion_named"]["count"] == 3
+    for label in ("a", "b"):  # the reply audio went through the scorer's <TRANSCRIBE> and <EMOTION>
+        heard = [json.loads(x) for x in (out / label / "scorer/reply_audio.jsonl").read_text().splitlines()]
+        assert sorted(r["task"] for r in heard) == ["<EMOTION>"] * 3 + ["<TRANSCRIBE>"] * 3
+    png = (out / "echat.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "| emotion | 4.000 [4.000, 4.000] (n=2, invalid 0) | 4.000" in md and "judge-x" in md
+    # the judge goes away: a rescore asks nothing and reports the same
+    judge.stop()
+    capsys.readouterr()
+    assert main(_args(echat_list, eval_checkpoints, out, judge.url, "--rescore")) == 0
+    again = _report(out)
+    assert again["checkpoints"] == report["checkpoints"]
+    assert again["judge"]["stats"] == {"calls": 0, "cache_hits": 6, "retries": 0, "errors": {}}
+    assert "decoding" not in capsys.readouterr().err
+
+
+def test_garbage_answers_are_invalid_not_zero(tmp_path, echat_list, eval_checkpoints, fake_judge):
+    judge = fake_judge("garbage")
+    out = tmp_path / "garbage"
+    assert main(_args(echat_list, eval_checkpoints, out, judge.url)) == 0
+    m = _report(out)["checkpoints"]["a"]["metrics"]["judge"]
+    assert m["emotion"] == {"mean": None, "ci95": None, "count": 0, "invalid": 2}
+    assert m["gender"]["invalid"] == 1
+    assert "n/a (n=0, invalid 2)" in (out / "report.md").read_text()
+
+
+def test_500_then_success_is_retried(tmp_path, echat_list, eval_checkpoints, fake_judge):
+    judge = fake_judge("fail_first", "2")
+    out = tmp_path / "retry"
+    assert main(_args(echat_list, eval_checkpoints, out, judge.url, "--judge_concurrency", "1")) == 0
+    report = _report(out)
+    assert len(judge.requests()) == 8  # 6 answers + the 2 refused attempts
+    assert report["judge"]["stats"]["retries"] == 2 and report["judge"]["stats"]["calls"] == 6
+    assert report["checkpoints"]["b"]["metrics"]["judge"]["emotion"]["invalid"] == 0
+
+
+def test_unreachable_judge_is_one_line_and_keeps_the_decoding(tmp_path, echat_list, eval_checkpoints, dead_url,
+                                                              capsys):
+    out = tmp_path / "dead"
+    with pytest.raises(SystemExit) as e:
+        main(_args(echat_list, eval_checkpoints, out, dead_url, "--judge_retries", "1"))
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: judge judge-x at " + dead_url) and "connection" in err and "--rescore" in err
+    for label in ("a", "b"):
+        assert len((out / label / "decode/reply.jsonl").read_text().splitlines()) == 3
+    assert not (out / "report.json").exists()
+
+
+def test_killed_run_resumes_without_asking_twice(tmp_path, echat_list, eval_checkpoints, fake_judge):
+    slow = fake_judge("slow", "0.7")
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "osum_echat.bin.evaluate",
+           *_args(echat_list, eval_checkpoints, out, slow.url, "--judge_concurrency", "1")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cache = out / "judge_cache.jsonl"
+    deadline = time.time() + 120
+    while not (cache.exists() and len(cache.read_text().splitlines()) >= 2):
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    cached = len(cache.read_text().splitlines())
+    assert 2 <= cached < 6
+    fast = fake_judge("scores")
+    assert main(_args(echat_list, eval_checkpoints, out, fast.url)) == 0
+    assert len(fast.requests()) == 6 - cached  # only what the killed run had not recorded
+    keys = [json.loads(x)["key"] for x in cache.read_text().splitlines()]
+    assert len(keys) == len(set(keys)) == 6
+    stats = _report(out)["judge"]["stats"]
+    assert stats["cache_hits"] == cached and stats["calls"] == 6 - cached
