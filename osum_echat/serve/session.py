@@ -40,8 +40,7 @@ class RealtimeSession:
         self.id = P.new_id("sess")
         self.model_name = model_name
         self.vad_model = vad_model
-        variants = tuple(engine.pipe.variants.paths) if getattr(engine.pipe, "variants", None) else ()
-        self.variants = variants
+        self.variants = engine.variants
         task = settings.task
         if engine.pipe is not None and not engine.audio_on and SessionConfig(task, False).speaks:
             task = HELPER_TASKS["chat"]  # audio output is off: speech in, text out

@@ -263,7 +263,7 @@ def test_input_audio_over_the_turn_limit_is_cleared(rt, spoken_wav):
     c = rt()
     c.send(COMMIT_MODE)
     c.until("session.updated")
-    c.append_audio(b"\x00\x00" * 24000 * 6)  # 6 s of silence: the server's limit is 5 s a turn
+    c.append_audio(b"\x00\x00" * 2400 * 51)  # 5.1 s of silence: the server's limit is 5 s a turn
     events = c.until("error")
     assert events[-1]["error"]["code"] == "input_audio_too_long"
     assert "input_audio_buffer.cleared" in types(events)
