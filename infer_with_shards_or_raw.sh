@@ -85,9 +85,11 @@ fi
 device=${device:-cpu}
 if [ "$device" = cpu ]; then ids=(); procs=${nj:-$per_gpu_processes}; else procs=${nj:-$(( ${#ids[@]} * per_gpu_processes ))}; fi
 [ "$procs" -ge 1 ] || { echo "error: no processes to run (--nj / --per_gpu_processes must be >= 1)"; exit 2; }
-if [ "$device" = cpu ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
-  export OMP_NUM_THREADS=$(( $(nproc) / procs > 0 ? $(nproc) / procs : 1 ))
+if [ "$device" = cpu ] && [ -z "${OMP_NUM_THREADS:-}" ]; then  # the usable cores (affinity, cgroup quota), shared out
+  cpus=$("$PYTHON" -c "from osum_echat.threads import available_cpus; print(available_cpus())")
+  export OMP_NUM_THREADS=$(( cpus / procs > 0 ? cpus / procs : 1 ))
 fi
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see osum_echat/threads.py
 
 mkdir -p "$(dirname "$output")"
 split_dir="$output.split$procs"

@@ -213,3 +213,46 @@ def check_files(cfg: dict, need_tokenizer: bool = True, base: str | None = None)
     if prompt and not resolve_path(prompt, base).is_file():
         raise ConfigError(f"dataset_conf.prompt_conf_path '{prompt}': file not found "
                           f"(relative paths are taken from the working directory, then the config's folder)")
+
+
+SAVED_CONFIG = "train.yaml"  # what training writes beside its checkpoints
+
+
+def resolve_config(config: str | os.PathLike | None, checkpoint: str | os.PathLike | None) -> str:
+    """The YAML to build a checkpoint's model with: `config` when given, else the train.yaml that
+    training saved beside `checkpoint` (or beside the file a symlinked checkpoint points to, as the
+    demo's tag_think_final.pt -> stage3_tag_think/final.pt). Raises ConfigError (one line naming both
+    files) otherwise."""
+    if config:
+        if not Path(config).is_file():
+            raise ConfigError(f"config {config} not found" + (f" (for checkpoint {checkpoint}); drop --config to "
+                                                              f"use the {SAVED_CONFIG} beside the checkpoint"
+                                                              if checkpoint else ""))
+        return str(config)
+    if not checkpoint:
+        raise ConfigError("give --checkpoint (the config defaults to the train.yaml saved beside it) or --config")
+    saved = saved_config(checkpoint)
+    if saved is None:
+        raise ConfigError(f"no --config given and no {Path(checkpoint).parent / SAVED_CONFIG} beside checkpoint "
+                          f"{checkpoint} (training saves it there); pass --config with the config the checkpoint "
+                          f"was trained with")
+    return str(saved)
+
+
+def saved_config(checkpoint: str | os.PathLike) -> Path | None:
+    """train.yaml beside the checkpoint, else beside the file it links to; None when neither exists."""
+    for folder in (Path(checkpoint).parent, Path(checkpoint).resolve().parent):
+        if (folder / SAVED_CONFIG).is_file():
+            return folder / SAVED_CONFIG
+    return None
+
+
+def mismatch_message(config: str | os.PathLike, checkpoint: str | os.PathLike, error: Exception) -> str:
+    """One line for a checkpoint that does not fit the model a config builds: both files and the fix."""
+    lines = str(error).splitlines()
+    first = lines[1].strip() if len(lines) > 1 else lines[0] if lines else type(error).__name__
+    beside = saved_config(checkpoint)
+    fix = (f"use the config it was trained with: drop --config to use {beside}"
+           if beside is not None and Path(config).resolve() != beside.resolve()
+           else "pass --config with the config it was trained with")
+    return f"checkpoint {checkpoint} does not fit config {config} ({first}); {fix}"

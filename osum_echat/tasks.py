@@ -339,6 +339,56 @@ def normalize_tag(tag: str) -> str:
     return ALIASES.get(tag, tag)
 
 
+# Names a person may type for a task (CLI --task, the Python API, the web demo) besides its tag: the
+# runtime's helper names, and spellings that can mean only one row. Data lists never go through these.
+HELPER_TASKS = {
+    "transcribe": "<TRANSCRIBE>",
+    "chat": "<S2TCHAT>",
+    "chat_think": "<S2TCHAT> <THINKER>",
+    "tts": "<TEXT2TOKEN>",
+    "s2s": "<S2TCHAT> <TEXT2TOKEN>",
+    "s2s_think": "<S2TCHAT> <TEXT2TOKEN> <THINK>",
+    "t2t": "<TEXT2TEXT>",
+}
+USER_SPELLINGS = {"<S2TCHAT> <THINK>": "<S2TCHAT> <THINKER>"}  # the text-out think chat
+LIST_TASKS_HINT = "see `python -m osum_echat.bin.chat --list-tasks`"
+_RUN_TOGETHER = re.compile(r">\s*<")
+
+
+class UnknownTaskError(ValueError):
+    """A task name that is no row of the table and cannot be read as one; the message names the closest."""
+
+
+def resolve_task(name: str) -> str:
+    """A task name a person typed -> the tag of its row. Unambiguous spellings are read as their tag:
+    a helper name (`transcribe`), tags run together (`<S2TCHAT><THINK>`), other letter case, a bare
+    name (`TEXT2TEXT`); anything else raises UnknownTaskError naming the closest tags."""
+    raw = str(name or "").strip()
+    if not raw:
+        raise UnknownTaskError(f"no task given; {LIST_TASKS_HINT}")
+    if raw.lower() in HELPER_TASKS:
+        return HELPER_TASKS[raw.lower()]
+    spaced = _SPACES.sub(" ", _RUN_TOGETHER.sub("> <", raw))
+    bare = " ".join(w if w.startswith("<") else f"<{w}>" for w in spaced.split())
+    for candidate in (spaced, spaced.upper(), bare.upper()):
+        tag = normalize_tag(candidate)
+        tag = USER_SPELLINGS.get(tag, tag)
+        if tag in TASKS:
+            return tag
+    raise UnknownTaskError(f"unknown task {raw!r}" + (f"; closest: {', '.join(closest_tasks(raw))}"
+                                                      if closest_tasks(raw) else "") + f"; {LIST_TASKS_HINT}")
+
+
+def closest_tasks(name: str, n: int = 3) -> list:
+    """The table's tags (and helper names) spelled most like `name`."""
+    import difflib
+
+    spaced = _SPACES.sub(" ", _RUN_TOGETHER.sub("> <", str(name).strip())).upper()
+    names = {t.upper(): t for t in TASKS} | {h.upper(): tag for h, tag in HELPER_TASKS.items()}
+    tags = [names[c] for c in difflib.get_close_matches(spaced, list(names), n=2 * n, cutoff=0.5)]
+    return list(dict.fromkeys(tags))[:n]
+
+
 def get_task(tag: str, has_history: bool = False) -> Optional[TaskSpec]:
     """Row for `tag` (aliases resolved), or None when the tag is unknown."""
     tag = normalize_tag(tag)

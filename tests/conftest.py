@@ -35,7 +35,7 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    """../shared (upstream sample data, reference manifests). Absent outside this workplace."""
+    """../shared (upstream sample data; the key manifests ship in conf/reference). Absent outside this workplace."""
     if not SHARED_DIR.is_dir():
         pytest.skip(f"{SHARED_DIR} is absent: it holds upstream's sample data and reference manifests, "
                     "present only in the project workplace")

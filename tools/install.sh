@@ -49,4 +49,14 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "[install] note: install chromium (e.g. sudo apt-get install chromium) to run the browser test"
   fi
 fi
+# sox (soxi) reads the wavs the tools write; the tests check their headers with it; optional otherwise.
+if ! command -v soxi >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "[install] sox (soxi: wav header check) ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sox >/dev/null) \
+      || echo "[install] warning: could not install sox; the soxi header test will skip"
+  else
+    echo "[install] note: install sox (e.g. sudo apt-get install sox) to check wav headers with soxi"
+  fi
+fi
 "$VENV/bin/python" -c "import torch, transformers; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__)"

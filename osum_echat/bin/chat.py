@@ -1,11 +1,12 @@
 """Talk to a checkpoint: one task on one utterance, or a conversation read from stdin.
 
-  python -m osum_echat.bin.chat --config C --checkpoint K [--token2wav_dir D] \
+  python -m osum_echat.bin.chat --checkpoint K [--config C] [--token2wav_dir D] \
       --task "<S2TCHAT> <TEXT2TOKEN> <THINK>" (--wav F | --text T) [--output_dir O] [--interactive]
   python -m osum_echat.bin.chat --list-tasks
 
 Prints the think chain and the answer; with --output_dir writes turn_N.json (task, text, think,
-speech tokens, notes, timings) and, when token2wav is configured and the task speaks, turn_N.wav.
+speech tokens, notes, timings) and, when token2wav is configured and the task speaks, turn_N.wav
+(16-bit PCM; --wav_format float32 for float). Without --config the train.yaml beside the checkpoint is used.
 --interactive reads one request a line from stdin (a wav path for speech tasks, a text line for
 text tasks; "/reset" starts a new conversation) and keeps them as one conversation: the model's
 answers are fed back as history for the speech-in/speech-out tasks that were trained with it.
@@ -67,8 +68,8 @@ def print_result(result, out=None) -> None:
     print("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()), file=out)
 
 
-def save_result(result, output_dir: str, n: int) -> list:
-    import soundfile
+def save_result(result, output_dir: str, n: int, wav_subtype: str = "PCM_16") -> list:
+    from osum_echat.infer.audio_io import write_wav
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -76,16 +77,17 @@ def save_result(result, output_dir: str, n: int) -> list:
     written[0].write_text(json.dumps(result.to_dict(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     if result.audio is not None and result.audio.numel():
         written.append(out / f"turn_{n}.wav")
-        soundfile.write(str(written[-1]), result.audio.numpy(), result.sample_rate)
+        write_wav(written[-1], result.audio, result.sample_rate, wav_subtype)
     return written
 
 
 def build_parser() -> argparse.ArgumentParser:
     from osum_echat.generation.options import add_decode_args
+    from osum_echat.infer.audio_io import add_wav_format_arg
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--list-tasks", action="store_true", help="print the task table and exit")
-    ap.add_argument("--config")
+    ap.add_argument("--config", default=None, help="model config (default: train.yaml beside the checkpoint)")
     ap.add_argument("--checkpoint")
     ap.add_argument("--token2wav_dir", default=None, help="CosyVoice-300M-25Hz style folder: speak the answers")
     ap.add_argument("--speaker_prompt_wav", default=None, help="voice to speak with (token2wav front-end)")
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--text")
     ap.add_argument("--prompt", default=None, help="user prompt (understanding tasks; default: the table's)")
     ap.add_argument("--output_dir", default=None)
+    add_wav_format_arg(ap)
     ap.add_argument("--interactive", action="store_true", help="read requests from stdin as one conversation")
     ap.add_argument("--max_turns", type=int, default=None, help="history turns kept (default 5)")
     ap.add_argument("--max_context_tokens", type=int, default=None,
@@ -114,11 +117,24 @@ def main(argv=None) -> int:
         return 0
     from osum_echat.utils import fail
 
-    if not args.config or not args.checkpoint:
-        fail("--config and --checkpoint are required (or --list-tasks)")
+    from osum_echat.config import ConfigError, resolve_config
+
+    if not args.checkpoint:
+        fail("--checkpoint is required (or --list-tasks); the config defaults to the train.yaml beside it")
+    try:
+        config_path = resolve_config(args.config, args.checkpoint)
+    except ConfigError as e:
+        fail(str(e))
     if not args.interactive and args.wav is None and args.text is None:
         fail("give --wav FILE or --text TEXT (or --interactive to read them from stdin)")
+    try:
+        task = task_table.resolve_task(args.task)
+    except task_table.UnknownTaskError as e:
+        fail(str(e))
+    if task != args.task.strip():
+        print(f"note: --task {args.task.strip()!r} read as {task}", file=sys.stderr)
 
+    from osum_echat.infer.audio_io import SUBTYPES
     from osum_echat.infer.conversation import Conversation
     from osum_echat.generation.options import decode_options_from_args
     from osum_echat.infer.runtime import ChatInputError, ChatPipeline
@@ -126,20 +142,20 @@ def main(argv=None) -> int:
     from osum_echat.train.devices import DeviceError
 
     try:
-        pipe = ChatPipeline.from_files(args.config, args.checkpoint, args.token2wav_dir, device=args.device,
+        pipe = ChatPipeline.from_files(config_path, args.checkpoint, args.token2wav_dir, device=args.device,
                                        dtype=args.dtype, overrides=args.override,
                                        speaker_prompt_wav=args.speaker_prompt_wav,
                                        decode_options=decode_options_from_args(args))
     except (ValueError, OSError, CheckpointError, DeviceError) as e:  # config, files, token2wav dir, prompt
         fail(str(e))
     kw = {k: v for k, v in (("max_turns", args.max_turns), ("max_context_tokens", args.max_context_tokens)) if v}
-    conv = Conversation(pipe, args.task, **kw)
+    conv = Conversation(pipe, task, **kw)
 
     def one(n, wav=None, text=None):
         result = conv.say(wav=wav, text=text, prompt=args.prompt)
         print_result(result)
         if args.output_dir:
-            for path in save_result(result, args.output_dir, n):
+            for path in save_result(result, args.output_dir, n, SUBTYPES[args.wav_format]):
                 print(f"wrote {path}")
 
     if not args.interactive:
@@ -155,7 +171,7 @@ def main(argv=None) -> int:
             one(n, args.wav, args.text)
         except ChatInputError as e:
             print(f"error: {e}", file=sys.stderr)
-    speech = conv_takes_speech(args.task)
+    speech = task_table.TASKS[task].speech_input
     for line in sys.stdin:
         line = line.strip()
         if not line:
@@ -171,11 +187,6 @@ def main(argv=None) -> int:
             print(f"error: {e}", file=sys.stderr)
         sys.stdout.flush()
     return 0
-
-
-def conv_takes_speech(task: str) -> bool:
-    spec = task_table.get_task(task)
-    return spec is None or spec.speech_input  # an unknown tag runs as speech -> text
 
 
 if __name__ == "__main__":

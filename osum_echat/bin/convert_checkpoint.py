@@ -2,7 +2,7 @@
 
   # do a manifest's (or a checkpoint's) keys and shapes fit conf/ct_config.yaml?
   python -m osum_echat.bin.convert_checkpoint --config conf/ct_config.yaml \
-      --check_keys ../shared/reference/osum_echat_checkpoint_keys.tsv
+      --check_keys conf/reference/osum_echat_checkpoint_keys.tsv
 
   # rewrite a checkpoint into this model's layout (LoRA or not, .pt or .safetensors)
   python -m osum_echat.bin.convert_checkpoint --config CONF --input IN.pt --output OUT.safetensors

@@ -1,6 +1,6 @@
 """Web demo: talk to a checkpoint in the browser.
 
-  python -m osum_echat.bin.demo_web --config C --checkpoint K [--token2wav_dir D] [--port 7860]
+  python -m osum_echat.bin.demo_web --checkpoint K [--config C] [--token2wav_dir D] [--port 7860]
       [--checkpoint_b K2]   the other think checkpoint (tag / language), switched on the page;
                             both share one model, B costs only the weights where it differs
       [--host 127.0.0.1] [--max_file_size 10mb] [--max_seconds 30]
@@ -18,7 +18,7 @@ from osum_echat.generation.options import add_decode_args, decode_options_from_a
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config", default=None, help="model config (default: train.yaml beside --checkpoint)")
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--checkpoint_b", default=None, help="a second checkpoint of the same model (the other think style)")
     ap.add_argument("--token2wav_dir", default=None)
@@ -35,14 +35,20 @@ def main(argv=None) -> int:
     add_decode_args(ap)
     args = ap.parse_args(argv)
 
-    from osum_echat.infer.runtime import ChatPipeline
+    from osum_echat.config import ConfigError, resolve_config
+    from osum_echat.infer.runtime import HELPER_TASKS, ChatPipeline
+    from osum_echat.infer.trained_tasks import default_task
     from osum_echat.infer.web_demo import DemoServer, build_demo
     from osum_echat.models.checkpoint import CheckpointError
     from osum_echat.train.devices import DeviceError
     from osum_echat.utils import fail
 
     try:
-        pipe = ChatPipeline.from_files(args.config, args.checkpoint, args.token2wav_dir, device=args.device,
+        config_path = resolve_config(args.config, args.checkpoint)
+    except ConfigError as e:
+        fail(str(e))
+    try:
+        pipe = ChatPipeline.from_files(config_path, args.checkpoint, args.token2wav_dir, device=args.device,
                                        dtype=args.dtype, overrides=args.override, checkpoint_b=args.checkpoint_b,
                                        speaker_prompt_wav=args.speaker_prompt_wav, max_audio_seconds=args.max_seconds,
                                        decode_options=decode_options_from_args(args))
@@ -51,7 +57,12 @@ def main(argv=None) -> int:
     names = [Path(p).stem for p in (args.checkpoint, args.checkpoint_b) if p]
     if len(names) == 2 and names[0] == names[1]:
         names = [str(Path(args.checkpoint)), str(Path(args.checkpoint_b))]
-    demo = build_demo(DemoServer(pipe, names, args.max_turns), args.max_file_size)
+    defaults = []
+    for path in (p for p in (args.checkpoint, args.checkpoint_b) if p):
+        tag, why = default_task(path, HELPER_TASKS["s2s"])
+        print(f"{path}: default task {tag} ({why})", flush=True)
+        defaults.append(tag)
+    demo = build_demo(DemoServer(pipe, names, args.max_turns, defaults), args.max_file_size)
     print(f"serving on http://{args.host}:{args.port}", flush=True)
     demo.launch(server_name=args.host, server_port=args.port, max_file_size=args.max_file_size, show_error=True,
                 quiet=True)

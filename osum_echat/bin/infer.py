@@ -18,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from osum_echat.config import ConfigError, load_config
+from osum_echat.config import ConfigError, load_config, mismatch_message, resolve_config
+from osum_echat.infer.audio_io import SUBTYPES, add_wav_format_arg
 from osum_echat.generation.options import add_decode_args, decode_options_from_args
 from osum_echat.utils import fail
 
@@ -51,20 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--world_size", type=int, default=1, help="processes the list is split over")
     ap.add_argument("--no_merge", action="store_true", help="decode this share only (the script merges)")
     ap.add_argument("--merge_only", action="store_true", help="merge the parts of --world_size processes, report")
+    add_wav_format_arg(ap)
     add_decode_args(ap)
     return ap
 
 
 def config_path_for(args) -> str:
-    if args.config:
-        return args.config
-    if not args.checkpoint:
-        fail("--checkpoint (or --checkpoint_path) is required")
-    beside = Path(args.checkpoint).parent / "train.yaml"
-    if not beside.is_file():
-        fail(f"no --config given and no train.yaml beside {args.checkpoint} (training saves it there); "
-             f"pass --config with the config the checkpoint was trained with")
-    return str(beside)
+    try:
+        return resolve_config(args.config, args.checkpoint)
+    except ConfigError as e:
+        fail(str(e))
 
 
 def anchor_paths(node, config_dir: Path) -> None:
@@ -107,17 +104,13 @@ def load_model(args, config: dict, config_path: str, tokenizer, device):
     except ConfigError as e:
         fail(str(e))
     except CheckpointError as e:
-        first = str(e).splitlines()[1] if "\n" in str(e) else str(e)
-        beside = Path(args.checkpoint).parent / "train.yaml"
-        fix = (f"use the config it was trained with: drop --config to use {beside}" if beside.is_file()
-               else "pass --config with the config it was trained with")
-        fail(f"checkpoint {args.checkpoint} does not fit config {config_path} ({first}); {fix}")
+        fail(mismatch_message(config_path, args.checkpoint, e))
     except (OSError, RuntimeError, ValueError, AttributeError, KeyError) as e:  # not a model checkpoint at all
         fail(f"checkpoint {args.checkpoint} cannot be read as model weights ({type(e).__name__}: {e})")
 
 
 # options that do not change what an utterance decodes to (a rerun may change them and resume)
-NOT_IN_SIGNATURE = {"rank", "world_size", "no_merge", "merge_only", "num_workers", "device", "gpu_id",
+NOT_IN_SIGNATURE = {"wav_format", "rank", "world_size", "no_merge", "merge_only", "num_workers", "device", "gpu_id",
                     "data", "output", "checkpoint", "config"}
 
 
@@ -190,7 +183,7 @@ def main(argv=None) -> int:
     counts = decode_part(model, tokenizer, config, args.data_type, args.data, args.output,
                          decoder=Decoder(model, **decode_options_from_args(args)), root=args.root, rank=args.rank,
                          world_size=args.world_size, num_workers=args.num_workers, token2wav=token2wav, speaker=speaker,
-                         fixed_prompt=args.prompt)
+                         fixed_prompt=args.prompt, wav_subtype=SUBTYPES[args.wav_format])
     if args.no_merge:
         return 0
     report = merge(args.output, args.world_size)

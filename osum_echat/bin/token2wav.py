@@ -3,13 +3,13 @@
   python -m osum_echat.bin.token2wav check-keys --flow_keys F.tsv --hift_keys H.tsv [H2.tsv]
   python -m osum_echat.bin.token2wav make-tiny DIR
   python -m osum_echat.bin.token2wav synth --model_dir DIR --tokens "12 873 ..." --output OUT.wav
-        [--stream] [--prompt_wav W | --prompt_dir P] [--no_noise] [--save_mel OUT.npy] [--pcm16]
+        [--stream] [--prompt_wav W | --prompt_dir P] [--no_noise] [--save_mel OUT.npy] [--wav_format float32]
 
 check-keys builds the full-size flow and HiFT on the meta device and loads state dicts with exactly the
 names and shapes of the key manifests (`name<TAB>shape` per line); exit 0 only when every one loads strictly.
 make-tiny writes a randomly initialised directory in the official layout (cosyvoice.yaml, flow.pt, hift.pt,
 campplus.onnx, speech_tokenizer_v1.onnx) for tests and the demo.
-synth writes a 22,050 Hz float32 wav (16-bit with --pcm16) of 256 * floor(T * 22050 / (25 * 256)) samples.
+synth writes a 22,050 Hz 16-bit PCM wav (float32 with --wav_format float32) of 256 * floor(T * 22050 / (25 * 256)) samples.
 
   python -m osum_echat.bin.token2wav save-prompt --model_dir DIR --prompt_wav W --out P
 
@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from osum_echat.infer.audio_io import SUBTYPES, add_wav_format_arg, write_wav
 
 from osum_echat.token2wav.config import Token2WavConfig, Token2WavConfigError, config_to_yaml, tiny_config
 from osum_echat.token2wav.hift import HiFTKeyError, fold_hift_state_dict, unfold_hift_state_dict
@@ -125,13 +127,6 @@ def parse_tokens(text: str) -> list[int]:
         raise ValueError(f"--tokens: expected integers separated by spaces or commas ({e})") from e
 
 
-def write_wav(path, wav: torch.Tensor, sample_rate: int, pcm16: bool) -> None:
-    import soundfile as sf
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(os.fspath(path), wav.numpy().astype(np.float32), sample_rate, subtype="PCM_16" if pcm16 else "FLOAT")
-
-
 def synth(args) -> int:
     from osum_echat.token2wav.streaming import StreamConfig
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
@@ -154,7 +149,7 @@ def synth(args) -> int:
         print(f"{len(chunks)} packets of {[c.numel() for c in chunks]} samples")
     else:
         wav, mel = t2w.synthesize(tokens, prompt, noise, args.n_timesteps, gen, return_mel=True)
-    write_wav(args.output, wav, t2w.sample_rate, args.pcm16)
+    write_wav(args.output, wav, t2w.sample_rate, SUBTYPES["pcm16" if args.pcm16 else args.wav_format])
     if args.save_mel:
         Path(args.save_mel).parent.mkdir(parents=True, exist_ok=True)
         np.save(args.save_mel, mel.float().cpu().numpy().astype(np.float32))
@@ -205,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--prompt_dir", help="saved prompt features (see save-prompt)")
     sy.add_argument("--no_noise", action="store_true", help="deterministic: zero flow noise and source noise/phases")
     sy.add_argument("--save_mel", help="also save the flow's mel, float32 (80, frames)")
-    sy.add_argument("--pcm16", action="store_true", help="16-bit PCM instead of float32")
+    add_wav_format_arg(sy)
+    sy.add_argument("--pcm16", action="store_true", help=argparse.SUPPRESS)  # the default now; kept for old scripts
     sy.add_argument("--n_timesteps", type=int, default=None, help="ODE steps (default: 10, as upstream)")
     sy.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="compute dtype of the flow and the vocoder")
     sy.add_argument("--first_chunk", type=int, default=None, help="--stream: tokens before the first packet")

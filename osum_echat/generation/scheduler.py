@@ -31,6 +31,7 @@ from osum_echat.utils import get_logger
 log = get_logger("osum_echat.scheduler")
 
 MAX_ROWS = 32  # rows stepped together; later requests wait for a row to leave
+TRIM_COLUMNS = 32  # drop the cache's leading columns no row attends to once there are this many
 
 
 class Ticket:
@@ -76,6 +77,7 @@ class Scheduler:
         self._closed = False
         self.steps = 0  # decode steps run (for tests and metrics)
         self.max_batch = 0  # most rows stepped together so far
+        self.trimmed = 0  # cache columns dropped after longer rows left
 
     # ------------------------------------------------------------------ API
     def submit(self, key: str, spec, conf, embeds: torch.Tensor, on_event: Callable,
@@ -174,6 +176,7 @@ class Scheduler:
         for t in gone:
             t.row.cancelled = True
         batch.keep([j for j, row in enumerate(batch.rows) if not row.cancelled])
+        self.trimmed += batch.trim(TRIM_COLUMNS)
         for t in gone:
             t._finish("done", hypothesis(self.vocab, t.row))
         return batch
@@ -198,6 +201,7 @@ class Scheduler:
             if row.state.done:
                 finished.append(t)
         if finished:
+            self.trimmed += batch.trim(TRIM_COLUMNS)
             with self._lock:
                 self._active = [t for t in self._active if not t.row.state.done]
             for t in finished:

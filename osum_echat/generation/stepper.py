@@ -168,6 +168,18 @@ class DecodeBatch:
                 along = along[sel] if along is not None else None
         return along
 
+    def trim(self, min_columns: int = 1) -> int:
+        """Drop the leading cache columns no remaining row attends to (padding for rows that have
+        left); returns how many. Only the scheduler trims: the attention then sums over fewer
+        masked columns, which may move float rounding, and the offline decoder keeps its ids."""
+        n = self.step_mask.unused_prefix() if self.rows else 0
+        if n < min_columns:
+            return 0
+        for layer in self.cache.layers:
+            layer.drop_leading(n)
+        self.step_mask.drop_leading(n)
+        return n
+
     def join(self, other: "DecodeBatch") -> None:
         """Append the rows of `other` (a fresh prefill) at a step boundary: both caches are laid
         left-padded into one, as wide as the longer; the step mask hides the padding."""

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from osum_echat.data.dataset import DECODE_INFO, OsumDataset, build_dataloader, one_by_one_config
+from osum_echat.infer.audio_io import write_wav
 from osum_echat.utils import get_logger
 
 from .results import FailureLog, Part, one_line, rewrite_results, merge, read_records
@@ -41,8 +42,10 @@ log = get_logger("osum_echat.infer")
 class _Writer:
     """Appends one process's results; warns once when a length cap is hit."""
 
-    def __init__(self, part: Part, failures: FailureLog, token2wav, wav_dir: str, speaker=None):
+    def __init__(self, part: Part, failures: FailureLog, token2wav, wav_dir: str, speaker=None,
+                 wav_subtype: str = "PCM_16"):
         self.part, self.failures, self.t2w, self.wav_dir, self.speaker = part, failures, token2wav, wav_dir, speaker
+        self.wav_subtype = wav_subtype
         self.decoded, self.failed, self.hits = 0, 0, Counter()
         self.seen = set()
 
@@ -81,13 +84,11 @@ class _Writer:
         self.decoded += 1
 
     def _render(self, key: str, tokens: list):
-        import soundfile as sf
-
         # the flow's noise is seeded by the key: the same audio whatever the split or rerun
         generator = torch.Generator().manual_seed(zlib.crc32(key.encode("utf-8")))
         wav = self.t2w.synthesize(tokens, prompt=self.speaker, generator=generator).detach().float().cpu().numpy()
         path = os.path.join(self.wav_dir, key.replace(os.sep, "_") + ".wav")
-        sf.write(path, wav, self.t2w.sample_rate)
+        write_wav(path, wav, self.t2w.sample_rate, self.wav_subtype)
         return path, round(len(wav) / self.t2w.sample_rate, 4)
 
 
@@ -125,7 +126,7 @@ def _progress(total):
 
 def decode_part(model, tokenizer, config: dict, data_type: str, data_list: str, output: str, *,
                 decoder, root=None, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                token2wav=None, speaker=None, fixed_prompt=None) -> dict:
+                token2wav=None, speaker=None, fixed_prompt=None, wav_subtype="PCM_16") -> dict:
     """Decode this process's share of the list into its part files; returns its counts."""
     part = Part.of(output, rank, world_size)
     os.makedirs(os.path.dirname(part.jsonl), exist_ok=True)
@@ -140,7 +141,7 @@ def decode_part(model, tokenizer, config: dict, data_type: str, data_list: str, 
     wav_dir = output + "_wavs"
     if token2wav is not None:
         os.makedirs(wav_dir, exist_ok=True)
-    writer = _Writer(part, failures, token2wav, wav_dir, speaker)
+    writer = _Writer(part, failures, token2wav, wav_dir, speaker, wav_subtype)
     start = time.time()
     total = len(dataset.my_entries()) - len(done) if data_type == "raw" and world_size == 1 else None
     with _progress(total) as bar, torch.no_grad():

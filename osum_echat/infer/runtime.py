@@ -41,16 +41,8 @@ from osum_echat.utils import get_logger
 log = get_logger("osum_echat.runtime")
 
 
-# The thin helpers: which task-table row each one runs.
-HELPER_TASKS = {
-    "transcribe": "<TRANSCRIBE>",
-    "chat": "<S2TCHAT>",
-    "chat_think": "<S2TCHAT> <THINKER>",
-    "tts": "<TEXT2TOKEN>",
-    "s2s": "<S2TCHAT> <TEXT2TOKEN>",
-    "s2s_think": "<S2TCHAT> <TEXT2TOKEN> <THINK>",
-    "t2t": "<TEXT2TEXT>",
-}
+# The thin helpers: which task-table row each one runs (the table's names people may type too).
+HELPER_TASKS = task_table.HELPER_TASKS
 assert all(tag in task_table.TASKS for tag in HELPER_TASKS.values())
 
 
@@ -148,16 +140,25 @@ class _LastSkip(SkipCounter):
 
 @contextlib.contextmanager
 def _timed(module: torch.nn.Module, totals: dict, name: str):
-    """Adds the wall time of every forward of `module` to totals[name]."""
+    """Adds the wall time of every forward of `module` run by this thread to totals[name] (requests
+    decoded in other threads at the same time run the same module)."""
     starts = []
-    pre = module.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
-    post = module.register_forward_hook(
-        lambda *_: totals.__setitem__(name, totals.get(name, 0.0) + time.perf_counter() - starts.pop()))
+    me = threading.get_ident()
+
+    def pre(*_):
+        if threading.get_ident() == me:
+            starts.append(time.perf_counter())
+
+    def post(*_):
+        if threading.get_ident() == me and starts:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - starts.pop()
+
+    hooks = [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     try:
         yield
     finally:
-        pre.remove()
-        post.remove()
+        for h in hooks:
+            h.remove()
 
 
 # ------------------------------------------------------------------ the pipeline
@@ -187,21 +188,30 @@ class ChatPipeline:
         self.variants = None  # osum_echat.infer.variants.WeightVariants when two checkpoints share the model
         self._scheduler = None
         self._scheduler_lock = threading.Lock()
+        self._batch_lock = threading.Lock()
 
     @classmethod
     def from_files(cls, config_path, checkpoint, token2wav_dir=None, *, device=None, dtype="float32",
                    overrides=(), checkpoint_b=None, speaker_prompt_wav=None, **kw) -> "ChatPipeline":
-        """Build from a config YAML and a checkpoint; `checkpoint_b` (the other think checkpoint)
-        shares the same model and costs only its differing weights (see `use_variant`)."""
-        from osum_echat.config import load_config
+        """Build from a config YAML (None: the train.yaml saved beside the checkpoint) and a checkpoint;
+        `checkpoint_b` (the other think checkpoint) shares the same model and costs only its differing
+        weights (see `use_variant`)."""
+        from osum_echat.config import load_config, mismatch_message, resolve_config
         from osum_echat.models import load_for_inference
+        from osum_echat.models.checkpoint import CheckpointError
         from osum_echat.tokenizer import load_tokenizer
         from osum_echat.train.devices import select_device
 
         device = select_device(device)
+        config_path = resolve_config(config_path, checkpoint)
         config = load_config(config_path, list(overrides))
         tokenizer = load_tokenizer(config["llm_path"])
-        model = load_for_inference(config, checkpoint, device, dtype, tokenizer)  # strict, no throw-away copy
+        try:
+            model = load_for_inference(config, checkpoint, device, dtype, tokenizer)  # strict, no throw-away copy
+        except CheckpointError as e:
+            if not Path(checkpoint).is_file():
+                raise
+            raise CheckpointError(mismatch_message(config_path, checkpoint, e)) from None
         t2w = prompt = None
         if token2wav_dir:
             from osum_echat.token2wav import Token2Wav
@@ -223,15 +233,12 @@ class ChatPipeline:
     def sample(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
                history: Optional[list] = None, key: str = "request"):
         """(sample dict as a data source yields it, TaskSpec, notes) for one request."""
-        tag = task_table.normalize_tag(task or "")
-        if not tag:
-            raise ChatInputError("unknown_task", "no task given; see `python -m osum_echat.bin.chat --list-tasks`")
+        try:
+            tag = task_table.resolve_task(task)
+        except task_table.UnknownTaskError as e:
+            raise ChatInputError("unknown_task", str(e)) from None
         spec = task_table.get_task(tag, has_history=bool(history))
-        notes = []
-        if spec is None:
-            spec = task_table.generic_understanding(tag)
-            notes.append(f"task {tag!r} is not in the task table (osum_echat/tasks.py): run as speech -> text "
-                         "(output_type 'text'); the checkpoint was probably not trained for it")
+        notes = [] if tag == str(task).strip() else [f"task {str(task).strip()!r} read as {tag}"]
         sample = {"key": key, "task": tag, "txt": "", "extra": {}, "src": "request"}
         if spec.speech_input:
             if wav is None:
@@ -276,10 +283,12 @@ class ChatPipeline:
 
     def batch(self, sample) -> Batch:
         """The padded Batch of one request, through the data pipeline."""
-        self.counter.last = None
-        items = list(self.dataset.process(iter([sample])))
+        with self._batch_lock:  # the counter keeps the reason of the last request dropped
+            self.counter.last = None
+            items = list(self.dataset.process(iter([sample])))
+            dropped = self.counter.last
         if not items:
-            reason, detail = self.counter.last or ("rejected", "the data pipeline dropped the request")
+            reason, detail = dropped or ("rejected", "the data pipeline dropped the request")
             raise ChatInputError(reason, detail)
         return Batch.from_samples(items)
 

@@ -50,6 +50,22 @@ class StreamEvent:
     sample_rate: Optional[int] = None  # audio
     result: object = None  # done: the Result
 
+    def to_dict(self) -> dict:
+        """The event as a dict: {"type": kind, ...the fields of its kind}; audio as "samples", done
+        with "cancelled"."""
+        fields = {"think_delta": ("text",), "text_delta": ("text",), "speech_tokens": ("tokens",),
+                  "audio": ("samples", "sample_rate"), "done": ("result", "cancelled")}[self.kind]
+        values = {"text": self.text, "tokens": list(self.tokens), "samples": self.audio,
+                  "sample_rate": self.sample_rate, "result": self.result,
+                  "cancelled": bool(getattr(self.result, "cancelled", False))}
+        return {"type": self.kind, **{f: values[f] for f in fields}}
+
+    def __getitem__(self, name: str):  # ev["type"], ev["text"], ...: the dict view
+        return self.to_dict()[name]
+
+    def get(self, name: str, default=None):
+        return self.to_dict().get(name, default)
+
 
 class TextDeltas:
     """Detokenises text ids one at a time into (think delta, answer delta) pairs whose sums are

@@ -1,7 +1,7 @@
 """The web demo page (gradio): one loaded model, a conversation per browser tab.
 
 Layout, top to bottom: checkpoint switch (when two are loaded) and task picker (the task table's
-tags; another tag may be typed); user audio (upload or record), text and optional user prompt;
+tags, another tag may be typed; it starts at a task the selected checkpoint was trained on); user audio (upload or record), text and optional user prompt;
 Send and Reset buttons; a status line (errors and notes); the conversation; the think chain and the
 answer; the answer's audio (when token2wav is configured); per-turn timings.
 
@@ -41,9 +41,13 @@ def format_timings(timings: dict) -> str:
 class DemoServer:
     """The page's logic without gradio: sessions, the model lock, one turn, reset."""
 
-    def __init__(self, pipe: ChatPipeline, checkpoint_names: Optional[list] = None, max_turns: int = 5):
+    def __init__(self, pipe: ChatPipeline, checkpoint_names: Optional[list] = None, max_turns: int = 5,
+                 default_tasks: Optional[list] = None):
+        """`default_tasks`: per checkpoint, the task the page offers first (one it was trained on, see
+        trained_tasks.default_task); default: spoken dialogue."""
         self.pipe = pipe
         self.checkpoint_names = checkpoint_names or []
+        self.default_tasks = default_tasks or []
         self.max_turns = max_turns
         self.sessions: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
         self.lock = threading.Lock()
@@ -56,15 +60,22 @@ class DemoServer:
         self.sessions.move_to_end(key)
         return self.sessions[key]
 
+    def default_task(self, checkpoint: Optional[str] = None) -> str:
+        """The task offered first for this checkpoint (the first one when None or unknown)."""
+        i = self.checkpoint_names.index(checkpoint) if checkpoint in self.checkpoint_names else 0
+        return self.default_tasks[i] if i < len(self.default_tasks) else HELPER_TASKS["s2s"]
+
     def reset(self, key: str) -> None:
         self.sessions.pop(key, None)
 
     def turn(self, key: str, task: str, audio: Optional[str], text: str, prompt: str, checkpoint: Optional[str]):
         """(session, result or None, status line)."""
         session = self.session(key)
-        task = task_table.normalize_tag(task or "")
-        spec = task_table.get_task(task)
-        speech = spec is None or spec.speech_input
+        try:
+            spec = task_table.TASKS[task_table.resolve_task(task)]
+        except task_table.UnknownTaskError as e:
+            return session, None, f"error: unknown_task: {e}"
+        speech = spec.speech_input
         try:
             with self.lock:
                 if checkpoint in self.checkpoint_names and self.pipe.variants is not None:
@@ -93,10 +104,11 @@ def build_demo(server: DemoServer, max_file_size: str = "10mb"):
         with gr.Row():
             checkpoint = gr.Radio(server.checkpoint_names, value=(server.checkpoint_names or [None])[0],
                                   label="checkpoint", visible=len(server.checkpoint_names) > 1, elem_id="checkpoint")
-            task = gr.Dropdown(tags, value=HELPER_TASKS["s2s"], label="task (from the task table; another tag "
+            first = server.default_task()
+            task = gr.Dropdown(tags, value=first, label="task (from the task table; another tag "
                                "may be typed)", allow_custom_value=True, elem_id="task")
         with gr.Row():
-            limit = server.pipe.audio_limit(task_table.TASKS[HELPER_TASKS["s2s"]])
+            limit = server.pipe.audio_limit(task_table.TASKS[first])
             audio = gr.Audio(sources=["upload", "microphone"], type="filepath",
                              label=f"your speech (≤ {limit:g} s, ≤ {max_file_size})", elem_id="user_audio")
             with gr.Column():
@@ -128,4 +140,5 @@ def build_demo(server: DemoServer, max_file_size: str = "10mb"):
         outputs = [chat, think, answer, answer_audio, timings, status]
         send.click(on_send, [checkpoint, task, audio, text, prompt], outputs)
         reset.click(on_reset, None, outputs)
+        checkpoint.change(server.default_task, checkpoint, task)  # each checkpoint offers its own trained task
     return demo

@@ -22,6 +22,7 @@ help_message="usage: bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--di
 . tools/parse_options.sh
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # no spin-waiting beside other jobs (osum_echat/threads.py)
 data=$dir/data
 conf=recipes/demo/conf
 speech_token_num=$(sed -n 's/^speech_token_num: *\(&[a-z_]* *\)\?\([0-9]*\).*/\2/p' $conf/stage2_generation.yaml)
@@ -74,7 +75,8 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
     --out_dir "$data" --data_type "$data_type" --yamls_only
   for style in tag_think language_think; do
     train_stage empathy 3 "$dir/stage2/final.pt" $style
-    cp "$dir/stage3_$style/final.pt" "$dir/${style}_final.pt"
+    # a link, so tools find the stage's train.yaml (and its data lists) through it
+    ln -sfn "stage3_$style/final.pt" "$dir/${style}_final.pt"
   done
 fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then

@@ -130,8 +130,12 @@ def test_fixed_up_input_runs_and_says_so(pipe, wavs):
     r = pipe.run("<EMOTION>", wav=wavs["stereo8k"], **SHORT)
     assert "audio has 2 channels: mixed to mono" in r.notes
     assert "audio sample rate 8000 Hz: resampled to 16000 Hz" in r.notes
-    r = pipe.run("<NOT A TASK>", wav=wavs["q"], **SHORT)
-    assert r.output_type == "text" and "not in the task table" in r.notes[0]
+    r = pipe.run("transcribe", wav=wavs["q"], **SHORT)  # a helper name is its tag
+    assert r.task == "<TRANSCRIBE>" and "task 'transcribe' read as <TRANSCRIBE>" in r.notes
+    with pytest.raises(ChatInputError) as e:
+        pipe.run("<TRANSCRIBER>", wav=wavs["q"], **SHORT)
+    assert e.value.reason == "unknown_task" and "closest: <TRANSCRIBE>" in str(e.value)
+    assert "--list-tasks" in str(e.value)
     r = pipe.run("<S2TCHAT>", wav=(torch.zeros(2, 16000), 16000), **SHORT)  # samples + rate
     assert "audio has 2 channels: mixed to mono" in r.notes
 

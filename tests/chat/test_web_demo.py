@@ -45,8 +45,11 @@ def test_bad_input_is_a_status_line_and_the_server_goes_on(server, wavs):
         session, result, status = server.turn("bad", *args, "a")
         assert result is None and status.startswith(start), status
     assert session.messages == []
-    _, result, status = server.turn("bad", "<NO SUCH TASK>", wavs["stereo8k"], "", "", "a")
-    assert result.output_type == "text" and "not in the task table" in status and "mixed to mono" in status
+    _, result, status = server.turn("bad", "<TRANSCRIBER>", wavs["q"], "", "", "a")
+    assert result is None and status.startswith("error: unknown_task: ") and "closest: <TRANSCRIBE>" in status
+    _, result, status = server.turn("bad", "<S2TCHAT><THINK>", wavs["stereo8k"], "", "", "a")
+    assert result.task == "<S2TCHAT> <THINKER>" and "read as <S2TCHAT> <THINKER>" in status
+    assert "mixed to mono" in status
 
 
 def test_timings_line():

@@ -15,12 +15,12 @@ from osum_echat.models.checkpoint import (CheckpointError, compare_keys, load_ch
 sys.path.insert(0, os.path.dirname(__file__))
 from osum_model_helpers import make_batch, tiny_model  # noqa: E402
 
-MANIFEST = "reference/osum_echat_checkpoint_keys.tsv"
+MANIFEST = "conf/reference/osum_echat_checkpoint_keys.tsv"  # shipped in the repo
 
 
-def test_full_size_meta_model_has_the_released_keys(shared_dir, repo_root):
+def test_full_size_meta_model_has_the_released_keys(repo_root):
     model = build_model(load_config(repo_root / "conf" / "ct_config.yaml"), device="meta")
-    wanted = read_key_table(shared_dir / MANIFEST)
+    wanted = read_key_table(repo_root / MANIFEST)
     state = model.state_dict()
     report = compare_keys({k: tuple(v.shape) for k, v in state.items()}, wanted)
     assert report.ok, report.summary()
@@ -33,10 +33,10 @@ def test_full_size_meta_model_has_the_released_keys(shared_dir, repo_root):
     assert not result.missing_keys and not result.unexpected_keys
 
 
-def test_check_keys_cli(shared_dir, tmp_path, capsys):
+def test_check_keys_cli(repo_root, tmp_path, capsys):
     args = ["--config", "conf/ct_config.yaml", "--check_keys"]
-    assert convert_checkpoint.main(args + [str(shared_dir / MANIFEST)]) == 0
-    lines = (shared_dir / MANIFEST).read_text().splitlines()
+    assert convert_checkpoint.main(args + [MANIFEST]) == 0
+    lines = (repo_root / MANIFEST).read_text().splitlines()
     broken = [ln.replace("4099x2048", "4098x2048") for ln in lines if not ln.startswith("ln_speech")]
     (tmp_path / "broken.tsv").write_text("\n".join(broken) + "\nextra.weight\t3\tfloat32\n")
     capsys.readouterr()

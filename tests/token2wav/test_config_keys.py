@@ -153,8 +153,8 @@ def test_unknown_class_or_option_is_one_error_naming_it(tmp_path, edit, words):
         assert w in str(e.value)
 
 
-def test_full_size_keys_load_strictly_on_meta(shared_dir):
-    ref = shared_dir / "reference"
+def test_full_size_keys_load_strictly_on_meta(repo_root):
+    ref = repo_root / "conf" / "reference"
     flow_tsv = ref / "cosyvoice_300m_25hz_flow_keys.tsv"
     hift_tsvs = [ref / "cosyvoice_300m_25hz_hift_keys.tsv", ref / "cosyvoice_300m_25hz_hift_keys_legacy_weight_norm.tsv"]
     assert len(read_key_manifest(flow_tsv)) == 1185
@@ -162,8 +162,8 @@ def test_full_size_keys_load_strictly_on_meta(shared_dir):
     assert check_keys(flow_tsv, hift_tsvs) == []
 
 
-def test_key_check_reports_missing_unexpected_and_shape(shared_dir, tmp_path):
-    ref = shared_dir / "reference"
+def test_key_check_reports_missing_unexpected_and_shape(repo_root, tmp_path):
+    ref = repo_root / "conf" / "reference"
     lines = (ref / "cosyvoice_300m_25hz_flow_keys.tsv").read_text().splitlines()
     bad = [line for line in lines if not line.startswith("encoder.after_norm.bias")] + ["extra.weight\t[3]"]
     bad = [line.replace("[4096, 512]", "[4097, 512]") for line in bad]

@@ -175,7 +175,7 @@ def test_cli_synth_whole_stream_pcm16_mel_and_prompt_dir(tiny_dir, tmp_path, cap
                      "--save_mel", str(tmp_path / "a.npy")]) == 0
     wav, rate = soundfile.read(out, dtype="float32")
     info = soundfile.info(out)
-    assert rate == 22050 and info.subtype == "FLOAT" and wav.shape == (expected_samples(50),)
+    assert rate == 22050 and info.subtype == "PCM_16" and wav.shape == (expected_samples(50),)
     assert np.load(tmp_path / "a.npy").shape == (80, expected_samples(50) // 256)
     assert cli.main(["synth", "--model_dir", str(tiny_dir), "--tokens", ids, "--output", str(tmp_path / "b.wav"),
                      "--stream", "--pcm16"]) == 0

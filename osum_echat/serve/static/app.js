@@ -12,7 +12,7 @@ const stats = window.osum = {
   state: "disconnected", sessionId: null, events: {}, errors: [],
   samplesSent: 0, samplesScheduled: 0, audioDeltas: 0, underruns: 0,
   textDeltas: 0, thinkDeltas: 0, responsesDone: 0, bargeIns: 0,
-  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "",
+  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "", lastMetadata: null,
 };
 
 let ws = null, ctx = null, mic = null, capture = null;
@@ -199,6 +199,7 @@ const handlers = {
     stats.responsesDone++;
     const v = responseView(r.id);
     v.status.textContent = r.status + (r.status_details && r.status_details.reason ? ` (${r.status_details.reason})` : "");
+    stats.lastMetadata = r.metadata || null;   // the server's per-turn timings
     turn.t0 = null;
     turn.waitingAudio = false;
     setState("listening");

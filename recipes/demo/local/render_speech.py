@@ -60,7 +60,8 @@ def main(argv=None) -> int:
 
     import soundfile
 
-    from osum_echat.bin.token2wav import make_tiny, write_wav
+    from osum_echat.bin.token2wav import make_tiny
+    from osum_echat.infer.audio_io import write_wav
     from osum_echat.token2wav import Token2Wav
 
     stage_dir, t2w_dir = Path(args.stage_dir), Path(args.token2wav_dir)
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
             no_tokens.append(rec["key"])
             continue
         path = out_dir / "wav" / f"{rec['key']}.wav"
-        write_wav(path, t2w.synthesize(tokens, noise=False), t2w.sample_rate, pcm16=False)
+        write_wav(path, t2w.synthesize(tokens, noise=False), t2w.sample_rate)
         info = soundfile.info(str(path))
         want = 256 * math.floor(len(tokens) * 22050 / (25 * 256))
         good = info.samplerate == 22050 and info.frames == want
