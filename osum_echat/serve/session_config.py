@@ -16,7 +16,6 @@ import dataclasses
 from typing import Optional
 
 from osum_echat import tasks as task_table
-from osum_echat.infer.runtime import HELPER_TASKS
 from osum_echat.serve.audio import WIRE_RATES
 
 SERVER_VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
@@ -32,11 +31,11 @@ class SessionUpdateError(ValueError):
 
 
 def resolve_task(name: str) -> str:
-    tag = HELPER_TASKS.get(name) or task_table.normalize_tag(name)
-    if task_table.get_task(tag) is None:
-        raise SessionUpdateError("unknown_task", f"task {name!r} is not one of {', '.join(HELPER_TASKS)} nor a tag of "
-                                 "the task table (python -m osum_echat.bin.chat --list-tasks)", "session.osum.task")
-    return tag
+    try:
+        return task_table.resolve_task(name)
+    except task_table.UnknownTaskError as e:
+        raise SessionUpdateError("unknown_task", f"{e} (session.osum.task also takes "
+                                 f"{', '.join(task_table.HELPER_TASKS)})", "session.osum.task") from None
 
 
 @dataclasses.dataclass
