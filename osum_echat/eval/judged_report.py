@@ -47,6 +47,22 @@ def format_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short_labels(labels: list) -> list:
+    """Checkpoint labels without the parts they all share ("stage3_tag_think_final",
+    "stage3_language_think_final" -> "tag", "language"), for the chart's axis."""
+    parts = [x.split("_") for x in labels]
+    if len(labels) < 2:
+        return labels
+    head = 0
+    while all(len(p) > head + 1 and p[head] == parts[0][head] for p in parts):
+        head += 1
+    tail = 0
+    while all(len(p) > head + tail + 1 and p[-1 - tail] == parts[0][-1 - tail] for p in parts):
+        tail += 1
+    short = ["_".join(p[head:len(p) - tail]) for p in parts]
+    return short if len(set(short)) == len(short) else labels
+
+
 def plot(report: dict, path: str) -> str | None:
     import matplotlib
 
@@ -72,7 +88,11 @@ def plot(report: dict, path: str) -> str | None:
             ax.text(i, m["mean"], f"n={m['count']}" + (f"\ninv {m['invalid']}" if m["invalid"] else ""),
                     ha="center", va="bottom", fontsize=6)
         ax.set_title(f"{kind}: {name}", fontsize=8)
-        ax.set_xticks(range(len(labels)), [x[:14] for x in labels], fontsize=6, rotation=15)
+        ax.set_xticks(range(len(labels)), short_labels(labels), fontsize=7)
+        if kind in ("exact", "think"):
+            ax.set_ylim(0, 1.05)
+        else:
+            ax.set_ylim(bottom=0)
         ax.tick_params(axis="y", labelsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")

@@ -91,16 +91,14 @@ class ModelBundle:
 
 
 def config_for(config: str | None, checkpoint: str) -> str:
+    from osum_echat.config import ConfigError, resolve_config
+
     if not os.path.isfile(checkpoint):
         raise EvalError(f"checkpoint {checkpoint} not found")
-    if config:
-        if not os.path.isfile(config):
-            raise EvalError(f"--config {config} not found")
-        return config
-    beside = Path(checkpoint).parent / "train.yaml"
-    if not beside.is_file():
-        raise EvalError(f"no --config given and no train.yaml beside {checkpoint}; pass --config")
-    return str(beside)
+    try:
+        return resolve_config(config, checkpoint)
+    except ConfigError as e:
+        raise EvalError(str(e)) from None
 
 
 def labels_for(checkpoints: list) -> list:

@@ -9,35 +9,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from osum_echat.bin.evaluate import main
 
-def tone(path, seconds, hz, rate=16000):
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (0.2 * np.sin(2 * np.pi * hz * t)).astype("float32"), rate, subtype="PCM_16")
-    return str(path)
-
-
 DECODE = ["--greedy", "--max_text_tokens", "4", "--max_speech_tokens", "6"]
-ITEMS = [("sad_man", "<SAD>", "<MALE>", "emotion", "<S2TCHAT> <TEXT2TOKEN> <THINK>"),
-         ("happy_woman", "<HAPPY>", "<FEMALE>", "emotion", "<S2TCHAT> <TEXT2TOKEN> <THINK>"),
-         ("sad_woman", "<SAD>", "<FEMALE>", "gender", "<S2TCHAT> <TEXT2TOKEN>")]
-
-
-@pytest.fixture(scope="module")
-def echat_list(tmp_path_factory):
-    d = tmp_path_factory.mktemp("echat")
-    rows = []
-    for i, (key, emotion, gender, dim, task) in enumerate(ITEMS):
-        rows.append({"key": key, "wav": tone(d / f"{key}.wav", 0.6 + 0.1 * i, 250 + 60 * i), "txt": "i hear you",
-                     "task": task, "extra": {"question": f"question {i}", "emotion": emotion, "gender": gender,
-                                             "age": "<ADULT>", "dimension": dim}})
-    path = d / "echat.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 def _args(echat_list, ckpts, out, url=None, *extra):
