@@ -270,7 +270,7 @@ async def load_test(url, args, extra, questions, server) -> bool:
         turns, wall = await asyncio.wait_for(run(url, args, extra, n, k, "commit", questions), args.load_timeout)
     except (asyncio.TimeoutError, TimeoutError):
         return check("load finished in time", False, f"not done after {args.load_timeout:.0f} s")
-    time.sleep(2)
+    await asyncio.sleep(2)  # let the server settle before reading its memory
     summary(f"load {n}x{k}", turns)
     ok = check("every turn answered or errored", len(turns) == n * k and all(t.done or t.error for t in turns),
                f"{sum(t.status == 'completed' for t in turns)} completed, {sum(bool(t.error) for t in turns)} "
