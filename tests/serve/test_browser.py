@@ -1,7 +1,7 @@
 """The browser client (GET /) in Debian Chromium with a fake microphone that speaks a wav, against a
 real server subprocess: the page streams the speech, server VAD ends the turn, the answer's text
 shows, its audio is scheduled for playback, the end-of-speech -> first-audio time shows; a second
-page is its own conversation."""
+page is its own conversation; the API key goes in the page's field (a wrong one is refused)."""
 import os
 import shutil
 import subprocess
@@ -12,6 +12,7 @@ import pytest
 import soundfile as sf
 from server_proc import start_server, stop_server, server_log
 
+KEY = "browser-test-key"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH: the browser test drives the Debian chromium package "
@@ -38,19 +39,25 @@ def base_url(tiny_checkpoints, tiny_token2wav):
     # sampling with a seed so that the random model says something; short caps keep a turn quick
     url, proc = start_server(["--config", config, "--checkpoint", ckpt, "--token2wav_dir", tiny_token2wav,
                               "--max_text_tokens", "8", "--max_speech_tokens", "40", "--do_sample", "true",
-                              "--seed", "3"], timeout=240)
+                              "--seed", "3", "--api_key", KEY], timeout=240)
     yield url
     stop_server(proc)
     assert "Traceback" not in server_log(proc), server_log(proc)
 
 
-def talk(browser, url):
-    """A new page that connects, starts its microphone (the fake one) and answers one spoken turn."""
+def open_page(browser, url, key):
     page = browser.new_page(viewport={"width": 1100, "height": 900})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(url)
+    page.fill("#api_key", key)
     page.click("#start")
+    return page, errors
+
+
+def talk(browser, url):
+    """A new page that connects, starts its microphone (the fake one) and answers one spoken turn."""
+    page, errors = open_page(browser, url, KEY)
     page.wait_for_function("window.osum.responsesDone >= 1", timeout=120_000)
     page.wait_for_function("window.osum.lastLatencyMs !== null", timeout=10_000)
     assert errors == []
@@ -87,5 +94,11 @@ def test_page_hears_the_mic_answers_and_plays(base_url, fake_mic_wav, tmp_path):
         assert o["sessionId"] and o["sessionId"] != s["sessionId"]
         assert other.locator(".turn.assistant").count() == o["responsesDone"]
         assert page.evaluate("window.osum.responsesDone") == s["responsesDone"]  # the first page heard nothing new
+
+        refused, _ = open_page(browser, base_url + "/", "wrong-key")  # sent as the WebSocket subprotocol
+        refused.wait_for_function("window.osum.closeCode !== null", timeout=30_000)
+        r = refused.evaluate("window.osum")
+        assert r["sessionId"] is None and r["state"] == "disconnected" and r["closeCode"] != 1000
+        assert [e.get("code") for e in r["errors"]] == ["invalid_api_key"]
         browser.close()
     assert shot.stat().st_size > 10_000

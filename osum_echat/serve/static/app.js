@@ -12,7 +12,7 @@ const stats = window.osum = {
   state: "disconnected", sessionId: null, events: {}, errors: [],
   samplesSent: 0, samplesScheduled: 0, audioDeltas: 0, droppedDeltas: 0, underruns: 0,
   textDeltas: 0, thinkDeltas: 0, responsesDone: 0, bargeIns: 0,
-  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "", lastMetadata: null,
+  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "", lastMetadata: null, closeCode: null,
 };
 
 let ws = null, ctx = null, mic = null, capture = null;
@@ -258,6 +258,7 @@ function connect() {
   setState("connecting");
   ws.onmessage = onMessage;
   ws.onclose = (e) => {
+    stats.closeCode = e.code;
     log(`connection closed (${e.code}${e.reason ? ": " + e.reason : ""})`, e.code === 1000 ? "" : "error");
     hangup(false);
   };
