@@ -270,7 +270,8 @@ async def load_test(url, args, extra, questions, server) -> bool:
         turns, wall = await asyncio.wait_for(run(url, args, extra, n, k, "commit", questions), args.load_timeout)
     except (asyncio.TimeoutError, TimeoutError):
         return check("load finished in time", False, f"not done after {args.load_timeout:.0f} s")
-    time.sleep(2)
+    await asyncio.sleep(2)  # let the server settle before reading its memory
+    summary(f"load {n}x{k}", turns)
     ok = check("every turn answered or errored", len(turns) == n * k and all(t.done or t.error for t in turns),
                f"{sum(t.status == 'completed' for t in turns)} completed, {sum(bool(t.error) for t in turns)} "
                f"errored, {n * k - len(turns) + sum(not (t.done or t.error) for t in turns)} lost, {wall:.0f} s")
@@ -298,7 +299,8 @@ async def main_async(args) -> int:
         if "--max_sessions" not in srv_args:  # room for every concurrent client of this run
             most = max([int(x) for x in args.sessions.split(",")] + [args.load_sessions if args.load else 1])
             srv_args += ["--max_sessions", str(most)]
-        log = args.server_log or tempfile.mktemp(prefix="bench_realtime_server_", suffix=".log")
+        log = args.server_log or tempfile.NamedTemporaryFile(prefix="bench_realtime_server_", suffix=".log",
+                                                             delete=False).name
         print(f"starting the server: {' '.join(srv_args)} (log {log})", flush=True)
         server = Server(srv_args, log)
         url = server.url

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+SHARE_METRICS = ("reply_emotion_named", "reply_emotion_match")  # objective metrics that are 0/1 per item
 KIND_TITLES = {"judge": "Judged (rubric scores)", "exact": "Exact (multiple choice, 1 right / 0 wrong)",
                "think": "Think-chain tags vs the query's labels (1 right / 0 wrong)",
                "objective": "Objective checks of the spoken reply (no judge)"}
@@ -81,7 +82,11 @@ def plot(report: dict, path: str) -> str | None:
     for ax, (kind, name) in zip(axes.flat, panels):
         for i, label in enumerate(labels):
             m = report["checkpoints"][label]["metrics"].get(kind, {}).get(name)
-            if not m or m["mean"] is None:
+            if not m:
+                continue
+            if m["mean"] is None:  # nothing valid to draw: say so where the bar would be
+                ax.text(i, 0.5, f"no valid score\n{m['invalid']} invalid", ha="center", va="center", fontsize=7,
+                        color="firebrick", transform=ax.get_xaxis_transform())
                 continue
             err = [[m["mean"] - m["ci95"][0]], [m["ci95"][1] - m["mean"]]] if m["ci95"] else None
             ax.bar(i, m["mean"], yerr=err, capsize=3, color=colors[i % len(colors)], label=label)
@@ -89,7 +94,8 @@ def plot(report: dict, path: str) -> str | None:
                     ha="center", va="bottom", fontsize=6)
         ax.set_title(f"{kind}: {name}", fontsize=8)
         ax.set_xticks(range(len(labels)), short_labels(labels), fontsize=7)
-        if kind in ("exact", "think"):
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        if kind in ("exact", "think") or name in SHARE_METRICS:
             ax.set_ylim(0, 1.05)
         else:
             ax.set_ylim(bottom=0)

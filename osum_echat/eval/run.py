@@ -101,6 +101,14 @@ def config_for(config: str | None, checkpoint: str) -> str:
         raise EvalError(str(e)) from None
 
 
+def scorer_config(setup: Setup) -> str | None:
+    """The scorer's own train.yaml when it has one, else --config."""
+    from osum_echat.config import saved_config
+
+    saved = saved_config(setup.scorer_checkpoint) if os.path.isfile(setup.scorer_checkpoint) else None
+    return str(saved) if saved else setup.config
+
+
 def labels_for(checkpoints: list) -> list:
     stems = [Path(c).stem for c in checkpoints]
     if len(set(stems)) == len(stems):
@@ -186,7 +194,7 @@ def evaluate(setup: Setup) -> dict:
     say(f"suite {suite.name}: {len(items)} items from {setup.data}")
     labels = labels_for(setup.checkpoints)
     bundles = [ModelBundle(c, setup.config, setup) for c in setup.checkpoints]  # config errors first
-    scorer = ModelBundle(setup.scorer_checkpoint, None, setup) if setup.scorer_checkpoint else None
+    scorer = ModelBundle(setup.scorer_checkpoint, scorer_config(setup), setup) if setup.scorer_checkpoint else None
     t2w = _token2wav(setup)
     per_ckpt = {}
     for label, bundle in zip(labels, bundles):

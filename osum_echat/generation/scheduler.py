@@ -96,6 +96,11 @@ class Scheduler:
             self._lock.notify_all()
         return ticket
 
+    @property
+    def running(self) -> bool:
+        """The loop thread is alive (it starts with the first request)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def active_rows(self) -> int:
         """Rows in the running batch now."""
         with self._lock:
@@ -129,17 +134,18 @@ class Scheduler:
                     return
                 room = self.max_rows - len(self._active)
                 admit, self._pending = self._pending[:room], self._pending[room:]
-            batch = self._admit(batch, admit)
-            batch = self._drop_cancelled(batch)
-            if batch is None or not batch.rows:
-                continue
             try:
-                self._step(batch)
-            except Exception as e:  # noqa: BLE001 - a failed step ends its rows, not the server
-                log.exception("decode step failed; its %d row(s) end with an error", len(batch.rows))
+                batch = self._admit(batch, admit)
+                batch = self._drop_cancelled(batch)
+                if batch is not None and batch.rows:
+                    self._step(batch)
+                if batch is not None and not batch.rows:
+                    batch = None  # the cache of the last rows goes; the next request starts a fresh one
+            except Exception as e:  # noqa: BLE001 - a failed step ends the rows in it, not the loop
+                log.exception("decode step failed; its row(s) end with an error")
                 with self._lock:
                     failed, self._active = self._active, []
-                for t in failed:
+                for t in failed + admit:
                     t._finish("error", f"decode_error: {type(e).__name__}: {e}")
                 batch = None
 

@@ -232,6 +232,8 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
             try:
                 kind, value = events.get(timeout=POLL_SECONDS)
             except queue.Empty:
+                if not ticket.done.is_set() and not pipe.scheduler.running and events.empty():
+                    raise ChatInputError("decode_error", "the decode loop has stopped") from None
                 continue
             if kind == "token":
                 phase, token = value

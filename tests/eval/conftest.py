@@ -114,3 +114,9 @@ def echat_list(tmp_path_factory):
     path = d / "echat.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
+
+
+@pytest.fixture
+def write_tone():
+    """tone(path, seconds, hz): a 16 kHz PCM16 sine wav."""
+    return tone

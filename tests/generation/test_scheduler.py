@@ -139,3 +139,29 @@ def test_a_failing_prefill_ends_its_request_only(setup):
     sched.close()
     assert isinstance(bad.hyp, str) and bad.hyp.startswith("decode_error:")
     assert good.hyp.raw_ids == Decoder(model, OVER, greedy=True).decode(batches["t2t"])[0].raw_ids
+
+
+def test_a_failing_step_ends_the_rows_in_it_and_the_loop_goes_on(setup):
+    model, batches = setup
+    sched = Scheduler(model)
+    first, second = Collector(), Collector()
+    llm = model.base_llm().model
+
+    def fail_once(module, args, kwargs):
+        if kwargs["inputs_embeds"].shape[1] == 1 and not failed:  # a decode step, not a prefill
+            failed.append(1)
+            raise RuntimeError("device lost")
+
+    failed = []
+    handle = llm.register_forward_pre_hook(fail_once, with_kwargs=True)
+    try:
+        sched.submit("s2s", *prompt(model, batches["s2s"], True), first)
+        assert first.done.wait(30)
+    finally:
+        handle.remove()
+    assert first.hyp == "decode_error: RuntimeError: device lost" and sched.active_rows() == 0
+    sched.submit("s2s", *prompt(model, batches["s2s"], True), second)
+    assert second.done.wait(30) and sched.running
+    sched.close()
+    assert second.hyp.raw_ids == Decoder(model, OVER, greedy=True).decode(batches["s2s"])[0].raw_ids
+    assert not sched.running
