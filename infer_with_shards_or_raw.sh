@@ -5,6 +5,9 @@
 #        --data exp/demo/data/lists/s1_asr.jsonl --output exp/demo/infer/text [--nj 2]
 #        [--greedy] [--decode_batch_size 8] [--dtype bfloat16] [--prompt_style upstream_infer] [--top_k 5 ...]
 #
+# Several machines (torchrun; the same command on each, OUT on a filesystem they all see):
+#   bash infer_with_shards_or_raw.sh ... --nnodes 2 --node_rank 0 --master_addr HOST [--master_port 29511]
+#   bash infer_with_shards_or_raw.sh ... --nnodes 2 --node_rank 1 --master_addr HOST [--master_port 29511]
 # Upstream's names work too: --test_data_path --infer_res_path --data_type --checkpoint_path
 # --cosyvoice_model_path --gpu_ids "0 1" --per_gpu_processes N. Paths are taken from the
 # working directory. Without --config, the train.yaml saved beside the checkpoint is used.
@@ -27,12 +30,17 @@ cosyvoice_model_path=""   # token2wav model: speech outputs rendered to OUT_wavs
 device=""                 # cuda | npu | cpu; empty = detect
 gpu_ids=""                # "0 1": accelerators to use; empty = every one found
 per_gpu_processes=1       # processes per accelerator (CPU only: the number of processes)
-nj=""                     # total processes, overriding the two above
+nj=""                     # total processes (of this machine), overriding the two above
+nnodes=1                  # machines: > 1 runs the processes under torchrun, one command per machine
+node_rank=0               #   (the same command on each, only --node_rank differs; OUT on a shared filesystem)
+master_addr=127.0.0.1     #   the address of node 0
+master_port=29511
 num_workers=0             # dataloader workers per process
 extra=""                  # more options for osum_echat.bin.infer, e.g. "--greedy --decode_batch_size 8 --prompt '...'"
 help_message="usage: bash infer_with_shards_or_raw.sh --checkpoint CKPT --data LIST --output OUT [--config YAML]
   [--data_type raw|shard|combine] [--root DIR] [--cosyvoice_model_path DIR] [--device D] [--gpu_ids '0 1']
-  [--per_gpu_processes N] [--nj N] [--num_workers N] [--extra '...']   (upstream's --test_data_path,
+  [--per_gpu_processes N] [--nj N] [--num_workers N] [--extra '...']
+  [--nnodes N --node_rank R --master_addr HOST --master_port PORT]   (upstream's --test_data_path,
   --infer_res_path, --checkpoint_path are accepted)
   decoding, passed to every process: [--greedy] [--decode_batch_size N] [--dtype float32|bfloat16|float16]
   [--prompt_style train|upstream_infer] [--top_k K] [--temperature T] ... (any osum_echat.bin.infer option)"
@@ -85,13 +93,15 @@ fi
 device=${device:-cpu}
 if [ "$device" = cpu ]; then ids=(); procs=${nj:-$per_gpu_processes}; else procs=${nj:-$(( ${#ids[@]} * per_gpu_processes ))}; fi
 [ "$procs" -ge 1 ] || { echo "error: no processes to run (--nj / --per_gpu_processes must be >= 1)"; exit 2; }
-if [ "$device" = cpu ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
-  export OMP_NUM_THREADS=$(( $(nproc) / procs > 0 ? $(nproc) / procs : 1 ))
+if [ "$device" = cpu ] && [ -z "${OMP_NUM_THREADS:-}" ]; then  # the usable cores (affinity, cgroup quota), shared out
+  cpus=$("$PYTHON" -c "from osum_echat.threads import available_cpus; print(available_cpus())")
+  export OMP_NUM_THREADS=$(( cpus / procs > 0 ? cpus / procs : 1 ))
 fi
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # see osum_echat/threads.py
 
 mkdir -p "$(dirname "$output")"
 split_dir="$output.split$procs"
-mkdir -p "$split_dir"; rm -f "$split_dir/.done"
+[ "$nnodes" -gt 1 ] || { mkdir -p "$split_dir"; rm -f "$split_dir/.done"; }
 common=(--checkpoint "$checkpoint" --data_type "$data_type" --data "$data" --output "$output"
         --num_workers "$num_workers")
 [ -n "$config" ] && common+=(--config "$config")
@@ -99,6 +109,15 @@ common=(--checkpoint "$checkpoint" --data_type "$data_type" --data "$data" --out
 [ -n "$cosyvoice_model_path" ] && common+=(--cosyvoice_model_path "$cosyvoice_model_path")
 eval "extra_args=($extra)"  # word-split like a command line, so quoted values (--prompt '...') stay whole
 extra_args+=(${_infer_args[@]+"${_infer_args[@]}"})
+if [ "$nnodes" -gt 1 ]; then  # torchrun: every rank its share, rank 0 merges (osum_echat/job_ranks.py)
+  [ ${#ids[@]} -gt 0 ] && export CUDA_VISIBLE_DEVICES=$(IFS=,; echo "${ids[*]}") ASCEND_RT_VISIBLE_DEVICES=$(IFS=,; echo "${ids[*]}")
+  logs="$output.split$((nnodes * procs)).logs/node$node_rank"
+  echo "decoding $data ($data_type): node $node_rank of $nnodes, $procs process(es) on $device; logs: $logs"
+  exec "$PYTHON" -m torch.distributed.run --nnodes "$nnodes" --node_rank "$node_rank" --nproc_per_node "$procs" \
+    --master_addr "$master_addr" --master_port "$master_port" --log_dir "$logs" --redirects 3 --tee 3 \
+    --local_ranks_filter 0 -m osum_echat.bin.infer "${common[@]}" --device "$device" \
+    --per_device_processes "$per_gpu_processes" "${extra_args[@]}"
+fi
 echo "decoding $data ($data_type) with $procs process(es) on $device; logs: $split_dir/log.N"
 pids=()
 for ((i = 0; i < procs; i++)); do

@@ -19,6 +19,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# OpenMP threads sleep when idle instead of spinning: on a CPU shared with another busy job the
+# spinning default ran ~10x slower (osum_echat/threads.py, docs/troubleshooting.md "Shared CPU")
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 stage=0

@@ -34,10 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from realtime_client import (SENTENCES, Client, Server, Turn, chunks, finish_response, note,  # noqa: E402
-                             silence_pcm, speech_pcm)
+from realtime_client import (RATE, SENTENCES, Client, Server, Turn, chunks, finish_response,  # noqa: E402
+                             note, silence_pcm, speech_pcm)
 
 CHUNK_S = 0.04
+LEAD_S = 0.3  # silence before each question (the interruption of a barge turn starts without it)
 VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
        "create_response": True, "interrupt_response": True}
 
@@ -124,6 +125,7 @@ async def barge_turn(client: Client, mic: Mic, turn: Turn, pcm: bytes, interrupt
     client.finished.add(turn.response_id)
     if turn.barge_started is not None:
         turn.barge_ms = max(0.0, 1000 * ((turn.last_audio or 0) - turn.barge_started))
+        turn.barge_done_ms = 1000 * (turn.done - turn.barge_started)
     if sender is None or not speaking:  # the answer ended before the interruption began
         if sender:
             sender.cancel()
@@ -149,7 +151,8 @@ async def run_session(url, api_key, extra, sid, n_turns, mode, questions, args, 
                 elif mode == "vad":
                     await vad_turn(client, mic, turn, q, args.turn_timeout)
                 else:
-                    follow = await barge_turn(client, mic, turn, q, questions[(sid + i + 1) % len(questions)],
+                    interrupt = questions[(sid + i + 1) % len(questions)][2 * int(LEAD_S * RATE):]
+                    follow = await barge_turn(client, mic, turn, q, interrupt,
                                               args.turn_timeout, args.barge_after)
                     if follow is not None:
                         out.append(follow)
@@ -184,7 +187,7 @@ def ms(v):
 
 
 def turn_line(t: Turn) -> str:
-    extra = f" | barge-in {ms(t.barge_ms)} ms" if t.mode == "barge" else ""
+    extra = f" | barge-in {ms(t.barge_ms)} ms (-> done {ms(t.barge_done_ms)} ms)" if t.mode == "barge" else ""
     meta = f" server {json.dumps(t.metadata, separators=(',', ':'))}" if t.metadata else ""
     return (f"  [{t.mode} s{t.session} t{t.index}] stopped {ms(t.after('input_audio_buffer.speech_stopped'))} | "
             f"text {ms(t.first_text_ms)} | audio {ms(t.after('response.output_audio.delta'))} | "
@@ -204,7 +207,8 @@ def summary(name: str, turns: list) -> dict:
             "first_text": [t.first_text_ms for t in turns],
             "first_audio": [t.after("response.output_audio.delta") for t in turns],
             "done": [t.after("response.done") for t in turns],
-            "barge_in": [t.barge_ms for t in turns]}
+            "barge_in": [t.barge_ms for t in turns],
+            "barge_to_done": [t.barge_done_ms for t in turns]}
     spans = sorted((t.created, t.done) for t in turns if t.created is not None and t.done is not None)
     busy, end = 0.0, None
     for a, b in spans:  # union of the intervals in which some response was running
@@ -266,7 +270,8 @@ async def load_test(url, args, extra, questions, server) -> bool:
         turns, wall = await asyncio.wait_for(run(url, args, extra, n, k, "commit", questions), args.load_timeout)
     except (asyncio.TimeoutError, TimeoutError):
         return check("load finished in time", False, f"not done after {args.load_timeout:.0f} s")
-    time.sleep(2)
+    await asyncio.sleep(2)  # let the server settle before reading its memory
+    summary(f"load {n}x{k}", turns)
     ok = check("every turn answered or errored", len(turns) == n * k and all(t.done or t.error for t in turns),
                f"{sum(t.status == 'completed' for t in turns)} completed, {sum(bool(t.error) for t in turns)} "
                f"errored, {n * k - len(turns) + sum(not (t.done or t.error) for t in turns)} lost, {wall:.0f} s")
@@ -282,7 +287,7 @@ async def load_test(url, args, extra, questions, server) -> bool:
 async def main_async(args) -> int:
     extra = json.loads(args.session_json) if args.session_json else {}
     print("speaking the questions with espeak-ng ...", flush=True)
-    questions = [speech_pcm(s, leading_silence_s=0.3) for s in SENTENCES]
+    questions = [speech_pcm(s, leading_silence_s=LEAD_S) for s in SENTENCES]
     server = None
     if args.url:
         url = args.url
@@ -291,7 +296,11 @@ async def main_async(args) -> int:
         srv_args = ["--checkpoint", path(args.checkpoint)] + (["--config", path(args.config)] if args.config else [])
         srv_args += (["--token2wav_dir", path(args.token2wav_dir)] if args.token2wav_dir else [])
         srv_args += (["--api_key", args.api_key] if args.api_key else []) + shlex.split(args.server_args)
-        log = args.server_log or tempfile.mktemp(prefix="bench_realtime_server_", suffix=".log")
+        if "--max_sessions" not in srv_args:  # room for every concurrent client of this run
+            most = max([int(x) for x in args.sessions.split(",")] + [args.load_sessions if args.load else 1])
+            srv_args += ["--max_sessions", str(most)]
+        log = args.server_log or tempfile.NamedTemporaryFile(prefix="bench_realtime_server_", suffix=".log",
+                                                             delete=False).name
         print(f"starting the server: {' '.join(srv_args)} (log {log})", flush=True)
         server = Server(srv_args, log)
         url = server.url
@@ -338,8 +347,8 @@ def main(argv=None) -> int:
     ap.add_argument("--turns", type=int, default=20, help="turns per session (commit, vad)")
     ap.add_argument("--barge_turns", type=int, default=10)
     ap.add_argument("--barge_after", type=float, default=0.0,
-                    help="seconds after the answer's first audio delta to start speaking (the speech itself starts "
-                         "with 0.3 s of silence); answers must last longer than that to be interrupted")
+                    help="seconds after the answer's first audio delta to start speaking; the answer must still be "
+                         "streaming when the server hears it to be interrupted")
     ap.add_argument("--sessions", default="1,4", help="concurrent sessions for the commit mode")
     ap.add_argument("--modes", default="commit,vad,barge")
     ap.add_argument("--turn_timeout", type=float, default=120.0)

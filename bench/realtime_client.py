@@ -76,6 +76,7 @@ class Turn:
     metadata: dict = field(default_factory=dict)
     barge_started: float | None = None            # barge mode: speech_started heard during the answer
     barge_ms: float | None = None                 # barge mode: speech_started -> last audio delta
+    barge_done_ms: float | None = None            # barge mode: speech_started -> response.done
 
     def after(self, event_type: str):
         t = self.events.get(event_type)

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--token2wav_dir", default=None, help="token2wav model folder: replies rendered to wavs, "
                     "which the objective checks transcribe and classify")
     ap.add_argument("--scorer_checkpoint", default=None, help="checkpoint whose <TRANSCRIBE> and <EMOTION> "
-                    "hear the reply audio (default: each evaluated checkpoint itself)")
+                    "hear the reply audio (default: each evaluated checkpoint itself); its config: the "
+                    "train.yaml beside it, else --config")
     ap.add_argument("--audio_root", default=None, help="folder the suite's relative audio paths start from")
     ap.add_argument("--output", required=True, help="output folder")
     ap.add_argument("--rescore", action="store_true", help="score the decoded outputs in --output again")

@@ -7,6 +7,10 @@ Writes OUT (key<TAB>text), OUT.jsonl, OUT.failed, OUT.report.json and OUT.report
 osum_echat/infer/batch.py); a rerun resumes. Without --config the train.yaml that training saved
 beside the checkpoint is used. The task of each utterance comes from the list, as in training.
 `--rank/--world_size` decode one share of the list and leave the merge to `--merge_only`.
+Under torchrun (several processes or machines) each rank takes its share from RANK/WORLD_SIZE
+and rank 0 merges once every rank's marker is there (osum_echat/job_ranks.py):
+  torchrun --nnodes 2 --node_rank 0 --nproc_per_node 2 --master_addr HOST --master_port 29500 \
+      -m osum_echat.bin.infer --checkpoint CKPT --data LIST --output OUT
 Upstream's option names (--test_data_path --infer_res_path --checkpoint_path --gpu_id) work too.
 """
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 from osum_echat.config import ConfigError, load_config, mismatch_message, resolve_config
 from osum_echat.infer.audio_io import SUBTYPES, add_wav_format_arg
 from osum_echat.generation.options import add_decode_args, decode_options_from_args
+from osum_echat.job_ranks import JobRanks
 from osum_echat.utils import fail
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -52,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--world_size", type=int, default=1, help="processes the list is split over")
     ap.add_argument("--no_merge", action="store_true", help="decode this share only (the script merges)")
     ap.add_argument("--merge_only", action="store_true", help="merge the parts of --world_size processes, report")
+    ap.add_argument("--per_device_processes", type=int, default=1,
+                    help="under torchrun: processes sharing one GPU/NPU (local rank // N picks the device)")
+    ap.add_argument("--merge_timeout", type=float, default=3600.0,
+                    help="under torchrun: seconds rank 0 waits for the other ranks once its share is done "
+                         "(and for all to start); then it merges what there is and names the missing ranks")
     add_wav_format_arg(ap)
     add_decode_args(ap)
     return ap
@@ -111,7 +121,7 @@ def load_model(args, config: dict, config_path: str, tokenizer, device):
 
 # options that do not change what an utterance decodes to (a rerun may change them and resume)
 NOT_IN_SIGNATURE = {"wav_format", "rank", "world_size", "no_merge", "merge_only", "num_workers", "device", "gpu_id",
-                    "data", "output", "checkpoint", "config"}
+                    "data", "output", "checkpoint", "config", "per_device_processes", "merge_timeout"}
 
 
 def check_run_signature(args, config_path: str) -> None:
@@ -169,28 +179,55 @@ def main(argv=None) -> int:
     from osum_echat.infer.batch import decode_part
     from osum_echat.train.devices import DeviceError, select_device
 
+    job = None if args.no_merge else JobRanks.from_env(f"{args.output}.split{os.environ.get('WORLD_SIZE')}")
+    if job is not None:
+        args.rank, args.world_size = job.rank, job.world_size
     try:
-        device = select_device(f"cuda:{args.gpu_id}" if args.gpu_id is not None else args.device)
+        local = job.local_rank // max(1, args.per_device_processes) if job is not None else None
+        device = select_device(f"cuda:{args.gpu_id}" if args.gpu_id is not None else args.device, local)
     except DeviceError as e:
         fail(str(e))
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     check_run_signature(args, config_path)
+    if job is not None:
+        job.start(args.merge_timeout)
     model = load_model(args, config, config_path, tokenizer, device)
     token2wav, speaker = load_token2wav(args, device) if args.cosyvoice_model_path else (None, None)
     if token2wav is None and args.rank == 0:
         print("speech outputs: tokens only (no --cosyvoice_model_path given, nothing rendered)", file=sys.stderr)
     start = time.time()
+    if job is not None and job.rank == 0:
+        from osum_echat.infer.progress import watch_in_thread
+
+        watcher = watch_in_thread(args.output, args.world_size, args.data, args.data_type)
     counts = decode_part(model, tokenizer, config, args.data_type, args.data, args.output,
                          decoder=Decoder(model, **decode_options_from_args(args)), root=args.root, rank=args.rank,
                          world_size=args.world_size, num_workers=args.num_workers, token2wav=token2wav, speaker=speaker,
                          fixed_prompt=args.prompt, wav_subtype=SUBTYPES[args.wav_format])
     if args.no_merge:
         return 0
+    missing = []
+    if job is not None:
+        job.finish(counts)
+        if job.rank != 0:
+            job.close()
+            return 0
+        finished, missing = job.wait_all(args.merge_timeout)
+        counts = {"decoded": sum(c["decoded"] for c in finished.values()),  # this run, every rank
+                  "failed": sum(c["failed"] for c in finished.values()),
+                  "seconds": max(c["seconds"] for c in finished.values())}
+        watcher()
+        job.close()
     report = merge(args.output, args.world_size)
     print_summary(report, args.output)
     n = counts["decoded"] + counts["failed"]
     print(f"summary: {report['decoded']}/{report['listed']} decoded, {sum(report['failed'].values())} failed; "
           f"this run {n} utterances in {time.time() - start:.1f} s ({n / max(counts['seconds'], 1e-9):.2f} utt/s)")
+    if missing:
+        print(f"error: rank(s) {', '.join(map(str, missing))} of {args.world_size} did not finish within "
+              f"--merge_timeout {args.merge_timeout:g} s; their utterances not yet decoded are in neither "
+              f"{args.output} nor {args.output}.failed: run the same command(s) again to resume", file=sys.stderr)
+        return 1
     return 0
 
 

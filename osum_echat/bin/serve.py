@@ -15,7 +15,6 @@ import ipaddress
 import os
 import socket
 import sys
-from pathlib import Path
 
 from osum_echat import tasks as task_table
 
@@ -29,13 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--config", default=None, help="model YAML (default: train.yaml beside the checkpoint)")
     ap.add_argument("--token2wav_dir", default=None, help="CosyVoice-300M-25Hz style folder; without it: text only")
+    ap.add_argument("--checkpoint_b", default=None,
+                    help="the other think checkpoint (tag/language think): sessions pick it with osum.variant 'b'")
     ap.add_argument("--speaker_prompt_wav", default=None, help="voice to speak with (token2wav front-end)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--api_key", default=os.environ.get("OSUM_API_KEY"),
                     help="required from clients as 'Authorization: Bearer KEY' (default: $OSUM_API_KEY)")
     ap.add_argument("--model_name", default=d.model_name, help="the model id clients see")
-    ap.add_argument("--task", default=d.task, help="a realtime session's task until session.update changes it")
+    ap.add_argument("--task", default=None, help="a realtime session's task until session.update changes it "
+                    f"(default: the task the checkpoint's stage trained on most, else {d.task})")
     ap.add_argument("--max_sessions", type=int, default=d.max_sessions)
     ap.add_argument("--max_message_bytes", type=int, default=d.max_message_bytes)
     ap.add_argument("--max_turn_audio_s", type=float, default=d.max_turn_audio_s)
@@ -60,26 +62,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def resolve_config(config, checkpoint) -> str:
-    try:
-        from osum_echat.config import resolve_config as shared
-    except ImportError:  # older trees: the same rule here
-        shared = None
-    if shared is not None:
-        return str(shared(config, checkpoint))
-    if config:
-        return config
-    beside = Path(checkpoint).resolve().parent / "train.yaml"
-    if not beside.is_file():
-        raise ValueError(f"no --config given and {beside} (the train.yaml beside --checkpoint {checkpoint}) "
-                         "does not exist: pass --config YAML")
-    return str(beside)
-
-
 def settings_from_args(args):
     from osum_echat.serve.app import ServeSettings
 
-    return ServeSettings(model_name=args.model_name, api_key=args.api_key or None, task=args.task,
+    task = args.task or ServeSettings.task
+    return ServeSettings(model_name=args.model_name, api_key=args.api_key or None, task=task,
                          max_sessions=args.max_sessions, max_message_bytes=args.max_message_bytes,
                          max_turn_audio_s=args.max_turn_audio_s, idle_timeout_s=args.idle_timeout_s,
                          max_session_s=args.max_session_s, send_queue=args.send_queue)
@@ -92,8 +79,14 @@ def main(argv=None) -> int:
     if not is_loopback(args.host) and not args.api_key:
         fail(f"--host {args.host} is not a loopback address: set --api_key KEY (or $OSUM_API_KEY) so that "
              "only clients with the key can use the model")
-    if task_table.get_task(args.task) is None:
-        fail(f"--task {args.task!r} is not in the task table (python -m osum_echat.bin.chat --list-tasks)")
+    if args.task is None:
+        from osum_echat.infer.trained_tasks import default_task
+        args.task, why = default_task(args.checkpoint, settings_from_args(args).task)
+        print(f"session task {args.task} ({why}); --task or session.update osum.task change it", file=sys.stderr)
+    try:
+        args.task = task_table.resolve_task(args.task)
+    except task_table.UnknownTaskError as e:
+        fail(f"--task: {e}")
     for name in ("max_sessions", "max_message_bytes", "send_queue"):
         if getattr(args, name) < 1:
             fail(f"--{name} must be at least 1")
@@ -105,6 +98,7 @@ def main(argv=None) -> int:
 
     import uvicorn
 
+    from osum_echat.config import resolve_config
     from osum_echat.generation.options import decode_options_from_args
     from osum_echat.infer.runtime import ChatPipeline
     from osum_echat.models.checkpoint import CheckpointError
@@ -113,10 +107,10 @@ def main(argv=None) -> int:
     from osum_echat.train.devices import DeviceError
 
     try:
-        config = resolve_config(args.config, args.checkpoint)
+        config = resolve_config(args.config, args.checkpoint)  # --config, else the train.yaml beside it
         pipe = ChatPipeline.from_files(config, args.checkpoint, args.token2wav_dir, device=args.device,
                                        dtype=args.dtype, overrides=args.override,
-                                       speaker_prompt_wav=args.speaker_prompt_wav,
+                                       speaker_prompt_wav=args.speaker_prompt_wav, checkpoint_b=args.checkpoint_b,
                                        decode_options=decode_options_from_args(args))
     except (ValueError, OSError, CheckpointError, DeviceError) as e:
         fail(str(e))
@@ -125,7 +119,7 @@ def main(argv=None) -> int:
     app = create_app(Engine(pipe), settings_from_args(args))
     print(f"serving {args.model_name} on http://{args.host}:{args.port} (WebSocket /v1/realtime, REST /v1)",
           file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws="websockets",
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws="websockets-sansio",
                 ws_max_size=args.max_message_bytes)
     return 0
 

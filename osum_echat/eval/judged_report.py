@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+SHARE_METRICS = ("reply_emotion_named", "reply_emotion_match")  # objective metrics that are 0/1 per item
 KIND_TITLES = {"judge": "Judged (rubric scores)", "exact": "Exact (multiple choice, 1 right / 0 wrong)",
                "think": "Think-chain tags vs the query's labels (1 right / 0 wrong)",
                "objective": "Objective checks of the spoken reply (no judge)"}
@@ -47,6 +48,22 @@ def format_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def short_labels(labels: list) -> list:
+    """Checkpoint labels without the parts they all share ("stage3_tag_think_final",
+    "stage3_language_think_final" -> "tag", "language"), for the chart's axis."""
+    parts = [x.split("_") for x in labels]
+    if len(labels) < 2:
+        return labels
+    head = 0
+    while all(len(p) > head + 1 and p[head] == parts[0][head] for p in parts):
+        head += 1
+    tail = 0
+    while all(len(p) > head + tail + 1 and p[-1 - tail] == parts[0][-1 - tail] for p in parts):
+        tail += 1
+    short = ["_".join(p[head:len(p) - tail]) for p in parts]
+    return short if len(set(short)) == len(short) else labels
+
+
 def plot(report: dict, path: str) -> str | None:
     import matplotlib
 
@@ -65,14 +82,23 @@ def plot(report: dict, path: str) -> str | None:
     for ax, (kind, name) in zip(axes.flat, panels):
         for i, label in enumerate(labels):
             m = report["checkpoints"][label]["metrics"].get(kind, {}).get(name)
-            if not m or m["mean"] is None:
+            if not m:
+                continue
+            if m["mean"] is None:  # nothing valid to draw: say so where the bar would be
+                ax.text(i, 0.5, f"no valid score\n{m['invalid']} invalid", ha="center", va="center", fontsize=7,
+                        color="firebrick", transform=ax.get_xaxis_transform())
                 continue
             err = [[m["mean"] - m["ci95"][0]], [m["ci95"][1] - m["mean"]]] if m["ci95"] else None
             ax.bar(i, m["mean"], yerr=err, capsize=3, color=colors[i % len(colors)], label=label)
             ax.text(i, m["mean"], f"n={m['count']}" + (f"\ninv {m['invalid']}" if m["invalid"] else ""),
                     ha="center", va="bottom", fontsize=6)
         ax.set_title(f"{kind}: {name}", fontsize=8)
-        ax.set_xticks(range(len(labels)), [x[:14] for x in labels], fontsize=6, rotation=15)
+        ax.set_xticks(range(len(labels)), short_labels(labels), fontsize=7)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        if kind in ("exact", "think") or name in SHARE_METRICS:
+            ax.set_ylim(0, 1.05)
+        else:
+            ax.set_ylim(bottom=0)
         ax.tick_params(axis="y", labelsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")

@@ -91,16 +91,22 @@ class ModelBundle:
 
 
 def config_for(config: str | None, checkpoint: str) -> str:
+    from osum_echat.config import ConfigError, resolve_config
+
     if not os.path.isfile(checkpoint):
         raise EvalError(f"checkpoint {checkpoint} not found")
-    if config:
-        if not os.path.isfile(config):
-            raise EvalError(f"--config {config} not found")
-        return config
-    beside = Path(checkpoint).parent / "train.yaml"
-    if not beside.is_file():
-        raise EvalError(f"no --config given and no train.yaml beside {checkpoint}; pass --config")
-    return str(beside)
+    try:
+        return resolve_config(config, checkpoint)
+    except ConfigError as e:
+        raise EvalError(str(e)) from None
+
+
+def scorer_config(setup: Setup) -> str | None:
+    """The scorer's own train.yaml when it has one, else --config."""
+    from osum_echat.config import saved_config
+
+    saved = saved_config(setup.scorer_checkpoint) if os.path.isfile(setup.scorer_checkpoint) else None
+    return str(saved) if saved else setup.config
 
 
 def labels_for(checkpoints: list) -> list:
@@ -188,7 +194,7 @@ def evaluate(setup: Setup) -> dict:
     say(f"suite {suite.name}: {len(items)} items from {setup.data}")
     labels = labels_for(setup.checkpoints)
     bundles = [ModelBundle(c, setup.config, setup) for c in setup.checkpoints]  # config errors first
-    scorer = ModelBundle(setup.scorer_checkpoint, None, setup) if setup.scorer_checkpoint else None
+    scorer = ModelBundle(setup.scorer_checkpoint, scorer_config(setup), setup) if setup.scorer_checkpoint else None
     t2w = _token2wav(setup)
     per_ckpt = {}
     for label, bundle in zip(labels, bundles):

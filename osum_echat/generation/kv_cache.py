@@ -55,6 +55,15 @@ class _BufferLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.length if self.is_initialized else 0
 
+    def drop_leading(self, n: int) -> None:
+        """Forget the first n positions of every row (columns no row attends to)."""
+        k = self.k_buf.new_empty(*self.k_buf.shape[:2], _room(self.length - n), self.k_buf.shape[-1])
+        v = torch.empty_like(k)
+        k[:, :, :self.length - n] = self.k_buf[:, :, n:self.length]
+        v[:, :, :self.length - n] = self.v_buf[:, :, n:self.length]
+        self.k_buf, self.v_buf, self.length = k, v, self.length - n
+        self.keys, self.values = self.k_buf[:, :, :self.length], self.v_buf[:, :, :self.length]
+
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         if self.get_seq_length() > 0:
             self.k_buf, self.v_buf = self.k_buf[indices], self.v_buf[indices]
@@ -150,6 +159,17 @@ class StepMask:
     def select(self, keep: list, index: torch.Tensor) -> None:
         self.padded = [self.padded[j] for j in keep]
         self.buf = self.buf[index]
+
+    def unused_prefix(self) -> int:
+        """Leading columns no row attends to (left behind by rows that were longer)."""
+        used = self.buf[:, :self.length].any(0)
+        return int(used.int().argmax()) if bool(used.any()) else 0
+
+    def drop_leading(self, n: int) -> None:
+        buf = self.buf.new_ones(self.buf.shape[0], _room(self.length - n))
+        buf[:, :self.length - n] = self.buf[:, n:self.length]
+        self.buf, self.length = buf, self.length - n
+        self.padded = [not bool(row.all()) for row in self.buf[:, :self.length]]
 
     def next(self):
         """The attention_mask argument of a step that adds one position to every row."""

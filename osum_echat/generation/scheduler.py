@@ -31,6 +31,7 @@ from osum_echat.utils import get_logger
 log = get_logger("osum_echat.scheduler")
 
 MAX_ROWS = 32  # rows stepped together; later requests wait for a row to leave
+TRIM_COLUMNS = 32  # drop the cache's leading columns no row attends to once there are this many
 
 
 class Ticket:
@@ -76,6 +77,7 @@ class Scheduler:
         self._closed = False
         self.steps = 0  # decode steps run (for tests and metrics)
         self.max_batch = 0  # most rows stepped together so far
+        self.trimmed = 0  # cache columns dropped after longer rows left
 
     # ------------------------------------------------------------------ API
     def submit(self, key: str, spec, conf, embeds: torch.Tensor, on_event: Callable,
@@ -93,6 +95,11 @@ class Scheduler:
                 self._thread.start()
             self._lock.notify_all()
         return ticket
+
+    @property
+    def running(self) -> bool:
+        """The loop thread is alive (it starts with the first request)."""
+        return self._thread is not None and self._thread.is_alive()
 
     def active_rows(self) -> int:
         """Rows in the running batch now."""
@@ -127,17 +134,18 @@ class Scheduler:
                     return
                 room = self.max_rows - len(self._active)
                 admit, self._pending = self._pending[:room], self._pending[room:]
-            batch = self._admit(batch, admit)
-            batch = self._drop_cancelled(batch)
-            if batch is None or not batch.rows:
-                continue
             try:
-                self._step(batch)
-            except Exception as e:  # noqa: BLE001 - a failed step ends its rows, not the server
-                log.exception("decode step failed; its %d row(s) end with an error", len(batch.rows))
+                batch = self._admit(batch, admit)
+                batch = self._drop_cancelled(batch)
+                if batch is not None and batch.rows:
+                    self._step(batch)
+                if batch is not None and not batch.rows:
+                    batch = None  # the cache of the last rows goes; the next request starts a fresh one
+            except Exception as e:  # noqa: BLE001 - a failed step ends the rows in it, not the loop
+                log.exception("decode step failed; its row(s) end with an error")
                 with self._lock:
                     failed, self._active = self._active, []
-                for t in failed:
+                for t in failed + admit:
                     t._finish("error", f"decode_error: {type(e).__name__}: {e}")
                 batch = None
 
@@ -174,6 +182,7 @@ class Scheduler:
         for t in gone:
             t.row.cancelled = True
         batch.keep([j for j, row in enumerate(batch.rows) if not row.cancelled])
+        self.trimmed += batch.trim(TRIM_COLUMNS)
         for t in gone:
             t._finish("done", hypothesis(self.vocab, t.row))
         return batch
@@ -198,6 +207,7 @@ class Scheduler:
             if row.state.done:
                 finished.append(t)
         if finished:
+            self.trimmed += batch.trim(TRIM_COLUMNS)
             with self._lock:
                 self._active = [t for t in self._active if not t.row.state.done]
             for t in finished:

@@ -10,7 +10,7 @@ running batch and lets prefilled rows `join` it and finished or cancelled rows l
 
 A `Row` carries everything one decoded sequence needs, so rows of different tasks (spec, decode
 config, phase schedule, logits processors, sampling generator) step together: the rows of a step are
-scored in groups of (phase, decode config), each group by its head and its processor chain.
+scored in groups of (phase, scoring controls), each group by its head and its processor chain.
 """
 from __future__ import annotations
 
@@ -43,11 +43,19 @@ class Vocab:
         self.tag_cot_ids = (prefix, allowed)
         self._chains = {}
 
+    @staticmethod
+    def scoring_key(conf):
+        """The part of a DecodeConfig that decides how a row is scored and picked (not its caps or
+        seed): rows with equal keys are scored together."""
+        return dataclasses.replace(conf, max_text_tokens=0, max_speech_tokens=0, max_total_tokens=None,
+                                   max_audio_frames=0, seed=0)
+
     def chains(self, conf) -> dict:
-        if conf not in self._chains:
+        key = self.scoring_key(conf)
+        if key not in self._chains:
             tag_cot = TagCotConstraint(*self.tag_cot_ids)
-            self._chains[conf] = {ph: build_chain(conf, ph, marker=self.marker, tag_cot=tag_cot) for ph in PHASES}
-        return self._chains[conf]
+            self._chains[key] = {ph: build_chain(key, ph, marker=self.marker, tag_cot=tag_cot) for ph in PHASES}
+        return self._chains[key]
 
 
 @dataclasses.dataclass
@@ -94,8 +102,8 @@ def score_and_pick(vocab: Vocab, rows: list, hidden: torch.Tensor):
     phases = [row.state.phase for row in rows]
     groups = {}
     for j, row in enumerate(rows):
-        groups.setdefault((phases[j], row.conf), []).append(j)
-    for (phase, conf), idx in groups.items():
+        groups.setdefault((phases[j], id(row.chains)), []).append(j)
+    for (phase, _), idx in groups.items():
         sel = torch.tensor(idx, device=hidden.device) if len(idx) < len(rows) else None
         h = hidden if sel is None else hidden[sel]
         head = model.lm_head if phase == "text" else model.speech_head
@@ -108,11 +116,12 @@ def score_and_pick(vocab: Vocab, rows: list, hidden: torch.Tensor):
         scores = apply_chain(group[0].chains[phase], scores, view)
         if phase == "text":
             for k, row in enumerate(group):
-                if row.state.must_end_text(conf):
+                if row.state.must_end_text(row.conf):
                     scores[k] = float("-inf")
                     scores[k, vocab.eos] = 0.0
                     row.state.hit_max_text_tokens = True
-        chosen = pick(scores, conf.do_sample, [row.generator for row in group] if conf.do_sample else None)
+        do_sample = group[0].conf.do_sample
+        chosen = pick(scores, do_sample, [row.generator for row in group] if do_sample else None)
         table = model.embed_tokens if phase == "text" else model.speech_token_emded
         emb = table(chosen[:, None])[:, 0].to(hidden.dtype)
         if sel is None:
@@ -167,6 +176,18 @@ class DecodeBatch:
                 self.hidden, self.last_pos = self.hidden[sel], self.last_pos[sel]
                 along = along[sel] if along is not None else None
         return along
+
+    def trim(self, min_columns: int = 1) -> int:
+        """Drop the leading cache columns no remaining row attends to (padding for rows that have
+        left); returns how many. Only the scheduler trims: the attention then sums over fewer
+        masked columns, which may move float rounding, and the offline decoder keeps its ids."""
+        n = self.step_mask.unused_prefix() if self.rows else 0
+        if n < min_columns:
+            return 0
+        for layer in self.cache.layers:
+            layer.drop_leading(n)
+        self.step_mask.drop_leading(n)
+        return n
 
     def join(self, other: "DecodeBatch") -> None:
         """Append the rows of `other` (a fresh prefill) at a step boundary: both caches are laid

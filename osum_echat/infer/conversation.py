@@ -103,6 +103,11 @@ class Conversation:
         return result
 
     # -------------------------------------------------------------- bounds
+    def history_for(self, current_seconds: float):
+        """(earlier turns the next request may see, a note on the turns dropped or "") for user audio
+        of `current_seconds`; callers that run the request themselves append its Turn to `turns`."""
+        return self._bounded_history(current_seconds)
+
     def _bounded_history(self, current_seconds: float):
         turns = self.turns[-self.max_turns:] if self.max_turns > 0 else []
         why = f"max_turns={self.max_turns}" if len(turns) < len(self.turns) else ""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from osum_echat.eval.report import build_report, format_report, write_report
+from osum_echat.progress import name_failures
 from osum_echat.utils import get_logger
 
 log = get_logger("osum_echat.infer")
@@ -133,6 +134,9 @@ def print_summary(report: dict, output: str, file=sys.stdout) -> None:
     failed = sum(report["failed"].values())
     file.write(f"\nresult: {output} ({report['decoded']} decoded), {output}.jsonl, {output}.failed ({failed}), "
                f"{output}.report.json, {output}.report.txt\n")
+    named = name_failures(output + ".failed")
+    if named:
+        file.write(named + "\n")
 
 
 def main(argv=None) -> int:

@@ -140,16 +140,25 @@ class _LastSkip(SkipCounter):
 
 @contextlib.contextmanager
 def _timed(module: torch.nn.Module, totals: dict, name: str):
-    """Adds the wall time of every forward of `module` to totals[name]."""
+    """Adds the wall time of every forward of `module` run by this thread to totals[name] (requests
+    decoded in other threads at the same time run the same module)."""
     starts = []
-    pre = module.register_forward_pre_hook(lambda *_: starts.append(time.perf_counter()))
-    post = module.register_forward_hook(
-        lambda *_: totals.__setitem__(name, totals.get(name, 0.0) + time.perf_counter() - starts.pop()))
+    me = threading.get_ident()
+
+    def pre(*_):
+        if threading.get_ident() == me:
+            starts.append(time.perf_counter())
+
+    def post(*_):
+        if threading.get_ident() == me and starts:
+            totals[name] = totals.get(name, 0.0) + time.perf_counter() - starts.pop()
+
+    hooks = [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     try:
         yield
     finally:
-        pre.remove()
-        post.remove()
+        for h in hooks:
+            h.remove()
 
 
 # ------------------------------------------------------------------ the pipeline
@@ -177,8 +186,9 @@ class ChatPipeline:
         hop = int((conf.get("log_mel_spectrogram_conf") or {}).get("hop_length", 160))
         self.frames_per_second = self.sample_rate / hop
         self.variants = None  # osum_echat.infer.variants.WeightVariants when two checkpoints share the model
-        self._scheduler = None
+        self._scheduler = self._voice_batcher = None
         self._scheduler_lock = threading.Lock()
+        self._batch_lock = threading.Lock()
 
     @classmethod
     def from_files(cls, config_path, checkpoint, token2wav_dir=None, *, device=None, dtype="float32",
@@ -273,10 +283,12 @@ class ChatPipeline:
 
     def batch(self, sample) -> Batch:
         """The padded Batch of one request, through the data pipeline."""
-        self.counter.last = None
-        items = list(self.dataset.process(iter([sample])))
+        with self._batch_lock:  # the counter keeps the reason of the last request dropped
+            self.counter.last = None
+            items = list(self.dataset.process(iter([sample])))
+            dropped = self.counter.last
         if not items:
-            reason, detail = self.counter.last or ("rejected", "the data pipeline dropped the request")
+            reason, detail = dropped or ("rejected", "the data pipeline dropped the request")
             raise ChatInputError(reason, detail)
         return Batch.from_samples(items)
 
@@ -315,6 +327,15 @@ class ChatPipeline:
                 from osum_echat.generation.scheduler import Scheduler
                 self._scheduler = Scheduler(self.model, self.decode_options.get("packed_weights", "auto"))
             return self._scheduler
+
+    @property
+    def voice_batcher(self):
+        """Streamed token2wav windows of concurrent streams solved together (token2wav/batching.py)."""
+        with self._scheduler_lock:
+            if self._voice_batcher is None and self.token2wav is not None:
+                from osum_echat.token2wav.batching import SolveBatcher
+                self._voice_batcher = SolveBatcher(self.token2wav)
+            return self._voice_batcher
 
     def stream(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
                history: Optional[list] = None, key: str = "request", cancel=None, speaker_prompt=None,

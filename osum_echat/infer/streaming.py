@@ -21,6 +21,7 @@ yielded (text, think, speech tokens, audio) - what a conversation keeps as histo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -49,6 +50,22 @@ class StreamEvent:
     audio: Optional[np.ndarray] = None  # audio: 1-D float32 samples
     sample_rate: Optional[int] = None  # audio
     result: object = None  # done: the Result
+
+    def to_dict(self) -> dict:
+        """The event as a dict: {"type": kind, ...the fields of its kind}; audio as "samples", done
+        with "cancelled"."""
+        fields = {"think_delta": ("text",), "text_delta": ("text",), "speech_tokens": ("tokens",),
+                  "audio": ("samples", "sample_rate"), "done": ("result", "cancelled")}[self.kind]
+        values = {"text": self.text, "tokens": list(self.tokens), "samples": self.audio,
+                  "sample_rate": self.sample_rate, "result": self.result,
+                  "cancelled": bool(getattr(self.result, "cancelled", False))}
+        return {"type": self.kind, **{f: values[f] for f in fields}}
+
+    def __getitem__(self, name: str):  # ev["type"], ev["text"], ...: the dict view
+        return self.to_dict()[name]
+
+    def get(self, name: str, default=None):
+        return self.to_dict().get(name, default)
 
 
 class TextDeltas:
@@ -116,8 +133,9 @@ class _Voice:
     END = object()
     STOP = object()
 
-    def __init__(self, t2w, prompt, events: queue.Queue, cancel: threading.Event):
+    def __init__(self, t2w, prompt, events: queue.Queue, cancel: threading.Event, batcher=None):
         self.t2w, self.prompt, self.events, self.cancel = t2w, prompt, events, cancel
+        self.batcher = batcher  # token2wav/batching.SolveBatcher shared by the pipeline's streams
         self.codes: queue.Queue = queue.Queue()
         self.thread: Optional[threading.Thread] = None
         self.busy = 0.0  # seconds spent rendering
@@ -150,13 +168,15 @@ class _Voice:
     def _run(self) -> None:
         error = None
         try:
-            t0 = time.perf_counter()
-            for chunk in self.t2w.stream(self._tokens(), prompt=self.prompt):
-                self.busy += time.perf_counter() - t0
-                if self.cancel.is_set():
-                    break
-                self.events.put(("audio", chunk.float().cpu().numpy()))
+            with self.batcher.stream() if self.batcher is not None else contextlib.nullcontext():
+                solver = self.batcher.solve if self.batcher is not None else None
                 t0 = time.perf_counter()
+                for chunk in self.t2w.stream(self._tokens(), prompt=self.prompt, solver=solver):
+                    self.busy += time.perf_counter() - t0
+                    if self.cancel.is_set():
+                        break
+                    self.events.put(("audio", chunk.float().cpu().numpy()))
+                    t0 = time.perf_counter()
         except _Stop:
             pass
         except Exception as e:  # noqa: BLE001 - reported as a note, the text still stands
@@ -193,7 +213,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
     voice = None
     if pipe.token2wav is not None and spec.speech_output:
         voice = _Voice(pipe.token2wav, speaker_prompt if speaker_prompt is not None else pipe.speaker_prompt,
-                       events, cancel)
+                       events, cancel, pipe.voice_batcher)
     vocab = pipe.scheduler.vocab
     deltas = TextDeltas(pipe.tokenizer, spec.think)
     sent_codes, sent_audio = [], []
@@ -216,6 +236,8 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
             try:
                 kind, value = events.get(timeout=POLL_SECONDS)
             except queue.Empty:
+                if not ticket.done.is_set() and not pipe.scheduler.running and events.empty():
+                    raise ChatInputError("decode_error", "the decode loop has stopped") from None
                 continue
             if kind == "token":
                 phase, token = value

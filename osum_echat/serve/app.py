@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hmac
 import json
 from pathlib import Path
 from typing import Optional
@@ -20,12 +19,14 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 
 from osum_echat.serve import rest
+from osum_echat.serve.auth import bearer, key_matches
 from osum_echat.serve.engine import Engine
 from osum_echat.serve.metrics import Metrics
+from osum_echat.serve.realtime import serve_realtime
 from osum_echat.serve.rest import ApiError
+from osum_echat.serve.vad import SileroModel
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-KEY_SUBPROTOCOL = "openai-insecure-api-key."
 MAX_UPLOAD_BYTES = 25 * 1024 * 1024  # OpenAI's transcription upload limit
 
 
@@ -43,21 +44,12 @@ class ServeSettings:
     turn_timeout_s: float = 600.0
 
 
-def key_matches(expected: Optional[str], given: Optional[str]) -> bool:
-    return expected is None or (given is not None and hmac.compare_digest(expected.encode(), given.encode()))
-
-
-def bearer(header: Optional[str]) -> Optional[str]:
-    if header and header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return None
-
-
 def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="OSUM-EChat server", docs_url=None, redoc_url=None)
     app.state.engine, app.state.settings = engine, settings
     app.state.metrics = metrics = Metrics()
     app.state.sessions = set()
+    app.state.vad_model = SileroModel.load()  # shared by every session's VAD
 
     def error_response(e: ApiError) -> JSONResponse:
         metrics.errors.labels(e.code).inc()
@@ -140,7 +132,6 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
 
     @app.websocket("/v1/realtime")
     async def realtime(ws: WebSocket):
-        from osum_echat.serve.realtime import serve_realtime
         await serve_realtime(app, ws)
 
     return app

@@ -3,12 +3,11 @@
     engine = Engine(pipe)
     async for ev in engine.aevents("<S2TCHAT> <TEXT2TOKEN>", wav=wav_bytes, cancel=threading.Event()):
         ev["type"]  # think_delta {text} | text_delta {text} | speech_tokens {tokens}
-                    # | audio {samples: float32 ndarray, sample_rate} | done {result: Result, cancelled: bool}
+                    # | audio {samples: float32 ndarray, sample_rate} | done {result: Result}
 
-Requests run in worker threads. `ChatPipeline.stream` (the decoder's own streaming, shared by all
-sessions) is used when the pipeline has it; otherwise `_events_from_run` stands in: it decodes the
-whole request with `ChatPipeline.run` under a lock (one request at a time) and then replays the
-result as events, the audio cut into windows, so the protocol above it is the same.
+Every request, REST or realtime, goes through `ChatPipeline.stream`: the pipeline's scheduler
+decodes concurrent requests as one batch (continuous batching), and token2wav renders each
+response's windows while its LLM row keeps decoding. Streams are consumed in worker threads.
 """
 from __future__ import annotations
 
@@ -16,81 +15,81 @@ import asyncio
 import threading
 from typing import AsyncIterator, Iterator, Optional
 
-import numpy as np
-
-from osum_echat.infer.runtime import ChatPipeline, Result
-
-REPLAY_WINDOW_SECONDS = 0.24  # audio window of the stand-in replay
+from osum_echat.infer.runtime import ChatInputError, ChatPipeline, Result
 
 
 class Engine:
     def __init__(self, pipe: ChatPipeline):
         self.pipe = pipe
-        self._lock = threading.Lock()  # ChatPipeline.run is not re-entrant
+        self._variant_lock = threading.Lock()
+        self._running = 0  # requests in flight (a weight variant can only be switched with none)
 
     @property
     def audio_on(self) -> bool:
         return self.pipe.token2wav is not None
 
     @property
-    def output_rate(self) -> Optional[int]:
-        return self.pipe.token2wav.sample_rate if self.pipe.token2wav is not None else None
-
-    @property
-    def input_rate(self) -> int:
-        return self.pipe.sample_rate
+    def variants(self) -> tuple:
+        return tuple(self.pipe.variants.paths) if getattr(self.pipe, "variants", None) else ()
 
     # -------------------------------------------------------------- blocking
-    def run(self, task: str, **kw) -> Result:
-        """Whole request (REST): ChatInputError on bad input."""
-        with self._lock:
-            return self.pipe.run(task, **kw)
-
-    def events(self, task: str, *, cancel: Optional[threading.Event] = None, **kw) -> Iterator[dict]:
+    def events(self, task: str, *, cancel: Optional[threading.Event] = None, variant: Optional[str] = None,
+               **kw) -> Iterator[dict]:
+        """The request's events as dicts (ChatInputError on bad input, from the first next())."""
         cancel = cancel or threading.Event()
-        stream = getattr(self.pipe, "stream", None)
-        if stream is not None:
-            yield from stream(task, cancel=cancel, **kw)
-        else:
-            yield from self._events_from_run(task, cancel, **kw)
+        self._enter(variant)
+        try:
+            for ev in self.pipe.stream(task, cancel=cancel, **kw):
+                yield {"type": ev.kind, "text": ev.text, "tokens": list(ev.tokens), "samples": ev.audio,
+                       "sample_rate": ev.sample_rate, "result": ev.result}
+        finally:
+            with self._variant_lock:
+                self._running -= 1
 
-    def _events_from_run(self, task: str, cancel: threading.Event, **kw) -> Iterator[dict]:
-        with self._lock:
-            result = self.pipe.run(task, **kw)
-        if result.think and not cancel.is_set():
-            yield {"type": "think_delta", "text": result.think}
-        if result.text and not cancel.is_set():
-            yield {"type": "text_delta", "text": result.text}
-        if result.speech_tokens and not cancel.is_set():
-            yield {"type": "speech_tokens", "tokens": list(result.speech_tokens)}
-        if result.audio is not None and result.audio.numel():
-            audio = result.audio.numpy().astype(np.float32)
-            step = max(1, int(REPLAY_WINDOW_SECONDS * result.sample_rate))
-            for start in range(0, len(audio), step):
-                if cancel.is_set():
-                    break
-                yield {"type": "audio", "samples": audio[start:start + step], "sample_rate": result.sample_rate}
-        yield {"type": "done", "result": result, "cancelled": cancel.is_set()}
+    def _enter(self, variant: Optional[str]) -> None:
+        """Count the request in; switch the weights to `variant` when no other request is decoding."""
+        with self._variant_lock:
+            if variant is not None and self.pipe.variants.current != variant:
+                if self._running:
+                    raise ChatInputError("variant_busy", f"{self._running} request(s) are decoding with checkpoint "
+                                         f"{self.pipe.variants.current!r}: the weights switch to {variant!r} "
+                                         "only between requests; retry when they are done")
+                self.pipe.use_variant(variant)
+            self._running += 1
+
+    def run(self, task: str, **kw) -> Result:
+        """Whole request (REST): the "done" event's Result."""
+        for ev in self.events(task, **kw):
+            if ev["type"] == "done":
+                return ev["result"]
+        raise RuntimeError("the stream ended without a done event")
 
     # -------------------------------------------------------------- asyncio
     async def arun(self, task: str, **kw) -> Result:
         return await asyncio.to_thread(self.run, task, **kw)
 
     async def aevents(self, task: str, *, cancel: threading.Event, **kw) -> AsyncIterator[dict]:
-        """`events` in a worker thread; an exception in the request is raised here."""
+        """`events` in a worker thread; an exception in the request is raised here. Leaving early
+        sets `cancel`: the request stops at its next step."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         end = object()
 
+        def put(item) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the server's loop is closed (shutdown): nobody is waiting
+                cancel.set()
+
         def work():
             try:
                 for ev in self.events(task, cancel=cancel, **kw):
-                    loop.call_soon_threadsafe(queue.put_nowait, ev)
+                    put(ev)
             except BaseException as e:  # noqa: BLE001 - handed to the awaiting side
-                loop.call_soon_threadsafe(queue.put_nowait, e)
-            loop.call_soon_threadsafe(queue.put_nowait, end)
+                put(e)
+            put(end)
 
-        loop.run_in_executor(None, work)
+        threading.Thread(target=work, name="osum-request", daemon=True).start()
         try:
             while True:
                 ev = await queue.get()
@@ -100,4 +99,4 @@ class Engine:
                     raise ev
                 yield ev
         finally:
-            cancel.set()  # the consumer left early: the request stops at its next step
+            cancel.set()

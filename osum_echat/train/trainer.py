@@ -177,6 +177,7 @@ class Trainer:
         self._pending_rng = None  # RNG state to restore once the resumed epoch is positioned
         self._worker_batches = defaultdict(int)  # this epoch's micro-batches per loader worker (this rank)
         self._seek = None  # resumed data_position of this rank: {worker: batches}
+        self._steps_per_epoch = None  # known once an epoch ran whole: the total then follows
         os.makedirs(model_dir, exist_ok=True)
 
     # -- resume ------------------------------------------------------------
@@ -238,7 +239,7 @@ class Trainer:
     def fit(self) -> TrainState:
         if self.cv_at_start and self.state.step == 0 and self.state.batch_idx == 0:
             self._cv_at_start()
-        bar = self._progress_bar()
+        bar = self._progress()
         while self.state.epoch < self.max_epoch and not self._reached_max_steps():
             if self._train_epoch(bar):
                 if not (self.save_interval and self.state.step % self.save_interval == 0):
@@ -287,6 +288,7 @@ class Trainer:
                         else "replayed", st.batch_idx, st.epoch, time.monotonic() - t0)
         self._restore_rng()  # saved mid-epoch: after the epoch's loader started, as here
         start_idx = st.batch_idx
+        epoch_start_step = st.step
         meter = Meter()
         self.engine.model.train()
         while True:
@@ -297,6 +299,10 @@ class Trainer:
                         f"epoch {st.epoch} gave no batch on some rank: the data lists are empty, "
                         f"too short for {world_size()} processes, or every sample was skipped "
                         f"(skips by reason: {self._skip_counts() or 'none counted'})")
+                if start_idx == 0 and self._steps_per_epoch is None:  # a whole epoch: now the total is known
+                    self._steps_per_epoch = st.step - epoch_start_step
+                    if bar is not None:
+                        bar.total = self._total_steps()
                 return False
             if isinstance(batch, SkippedBatch):
                 raise RuntimeError(f"epoch {st.epoch} batch {st.batch_idx}: the loader passed over a batch "
@@ -313,7 +319,7 @@ class Trainer:
                 continue
             st.step += 1
             if bar is not None:
-                bar.update(1)
+                bar.set(st.step)
             if st.step % self.log_interval == 0:
                 self._log_train(meter, grad_norm, bar)
                 meter.reset()
@@ -437,12 +443,29 @@ class Trainer:
             dist.barrier()
 
     # -- logging -------------------------------------------------------------
-    def _progress_bar(self):
-        if rank() != 0 or not sys.stderr.isatty():
+    def _total_steps(self) -> int | None:
+        """Optimizer steps this run ends at: max_steps, or max_epoch epochs once one epoch's steps
+        are known (whichever comes first); None before that."""
+        totals = [self.max_steps] if self.max_steps else []
+        if self._steps_per_epoch:
+            totals.append(self._steps_per_epoch * self.max_epoch)
+        return min(totals) if totals else None
+
+    def _progress(self):
+        """Rank 0's steps done / total, steps/s and ETA: a live line on a terminal; in a log, part
+        of each TRAIN line."""
+        if rank() != 0:
             return None
-        from tqdm import tqdm
-        return tqdm(total=self.max_steps or None, initial=self.state.step, unit="step",
-                    dynamic_ncols=True)
+        from osum_echat.progress import Progress
+
+        return Progress(self._total_steps(), desc=os.path.basename(os.path.normpath(self.model_dir)),
+                        unit="step", initial=self.state.step, echo=sys.stderr.isatty())
+
+    def _progress_text(self, bar) -> str:
+        text = bar.status()
+        if bar.total is None:  # no total yet: the epoch count says how far
+            text = f"epoch {self.state.epoch + 1}/{self.max_epoch}, " + text
+        return f"{bar.desc} {text}"
 
     def _log_train(self, meter, grad_norm, bar):
         m = meter.summary()
@@ -460,8 +483,7 @@ class Trainer:
         text = (f"epoch {st.epoch} step {st.step} {format_metrics(m)} lr {lrs[0]:.3e} "
                 f"grad_norm {grad_norm:.3f} {m['tokens_per_s']:.0f} tok/s "
                 f"{m['samples_per_s']:.1f} samples/s")
-        if bar is not None:
-            bar.set_postfix_str(f"loss {m.get('loss', float('nan')):.3f} acc {m.get('acc', 0):.3f}")
-            bar.write(text)
+        if bar is not None and bar.echo:
+            bar.write(f"TRAIN {text}")
         else:
-            logger.info("TRAIN %s", text)
+            logger.info("TRAIN %s%s", text, f" | {self._progress_text(bar)}" if bar is not None else "")

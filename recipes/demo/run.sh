@@ -3,7 +3,9 @@
 #   bash recipes/demo/run.sh                 (or just: bash train.sh)
 #   bash recipes/demo/run.sh --stage 2       (redo stages 2 and 3 only)
 # Stages: 0 synthesise the demo data (espeak-ng) | 1 understanding | 2 generation |
-#         3 empathy | 4 summary. Each training stage writes $dir/stageN/ with checkpoints,
+#         3 empathy | 4 summary (with stage 1 on held-out speech) | 5 evaluate --suite echat on
+#         held-out empathy items, both stage-3 checkpoints side by side ($dir/eval_echat/report.md;
+#         judged too when JUDGE_BASE_URL is set: JUDGE_MODEL, key in OPENAI_API_KEY). Each training stage writes $dir/stageN/ with checkpoints,
 #         train.yaml, tensorboard/ and final.pt, which the next stage starts from. Stage 3 runs once
 #         per think style ($dir/stage3_{tag,language}_think/), as upstream releases them:
 #         $dir/tag_think_final.pt and $dir/language_think_final.pt.
@@ -12,7 +14,7 @@ cd "$(dirname "$0")/../.."
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 
 stage=0
-stop_stage=4
+stop_stage=5
 dir=exp/demo
 data_type=shard            # the demo data is written as raw jsonl and as shards
 train_engine=torch_ddp     # one CPU process: plain single-process training
@@ -23,6 +25,7 @@ help_message="usage: bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--di
 . tools/parse_options.sh
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}  # no spin-waiting beside other jobs (osum_echat/threads.py)
 data=$dir/data
 conf=recipes/demo/conf
 speech_token_num=$(sed -n 's/^speech_token_num: *\(&[a-z_]* *\)\?\([0-9]*\).*/\2/p' $conf/stage2_generation.yaml)
@@ -80,5 +83,21 @@ if [ "$stage" -le 3 ] && [ "$stop_stage" -ge 3 ]; then
   done
 fi
 if [ "$stage" -le 4 ] && [ "$stop_stage" -ge 4 ]; then
+  [ -f "$data/lists/heldout_s1.jsonl" ] || "$PYTHON" recipes/demo/local/prepare_data.py --out_dir "$data" \
+    --codebook_size $((speech_token_num - 1)) --held_out_only
   "$PYTHON" recipes/demo/local/summary.py "$dir"
+fi
+if [ "$stage" -le 5 ] && [ "$stop_stage" -ge 5 ]; then
+  # EChat-eval-style evaluation of the two think styles on held-out speech: objective checks of the
+  # spoken reply (reply audio through the tiny token2wav, heard by the checkpoint's own ASR and
+  # <EMOTION>), think-tag accuracy, and the judge when JUDGE_BASE_URL names an OpenAI-compatible endpoint
+  [ -f "$data/lists/heldout_echat.jsonl" ] || "$PYTHON" recipes/demo/local/prepare_data.py --out_dir "$data" \
+    --codebook_size $((speech_token_num - 1)) --held_out_only
+  SECONDS=0
+  "$PYTHON" -m osum_echat.bin.evaluate --suite echat --data "$data/lists/heldout_echat.jsonl" \
+    --checkpoint "$dir/stage3_tag_think/final.pt" --checkpoint "$dir/stage3_language_think/final.pt" \
+    --token2wav_dir "$dir/token2wav_tiny" --output "$dir/eval_echat" --greedy --max_text_tokens 48 --max_speech_tokens 50 \
+    ${JUDGE_BASE_URL:+--judge_base_url "$JUDGE_BASE_URL" --judge_model "${JUDGE_MODEL:-gpt-4o}"} \
+    2>"$dir/eval_echat.log" || { cat "$dir/eval_echat.log" >&2; exit 1; }
+  echo "$0: stage 5 (evaluate --suite echat) took ${SECONDS}s; report $dir/eval_echat/report.md, chart $dir/eval_echat/echat.png"
 fi

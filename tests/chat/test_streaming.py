@@ -63,6 +63,11 @@ def test_stream_gives_the_ids_run_gives_and_deltas_add_up(pipe, wavs, tag):
         assert not audio and r.audio is None and r.speech_tokens == []
     if r.text:
         assert 0 < r.timings["first_text"] <= r.timings["total"]
+    # the dict view the server reads: {"type": kind, ...}
+    assert events[-1]["type"] == "done" and events[-1]["result"] is r and events[-1]["cancelled"] is False
+    assert all(e["samples"] is e.audio and e["sample_rate"] == 22050 for e in events if e.kind == "audio")
+    assert [e.to_dict()["tokens"] for e in events if e.kind == "speech_tokens"] == [list(e.tokens) for e in events
+                                                                                   if e.kind == "speech_tokens"]
 
 
 @pytest.mark.parametrize("tag", ["<S2TCHAT> <TEXT2TOKEN>", "<S2TCHAT> <TEXT2TOKEN> <STREAMING>"])
@@ -190,6 +195,9 @@ def test_concurrent_streams_share_the_batch_and_get_their_solo_ids(pipe, wavs):
     assert sched.max_batch >= 3
     for got, want in zip(results, solo):
         assert (got.text, got.speech_tokens) == (want.text, want.speech_tokens)
+        assert (got.audio is None) == (want.audio is None)
+        assert got.audio is None or got.audio.numel() == want.audio.numel()
+    assert pipe.voice_batcher.rows >= pipe.voice_batcher.solves > 0  # their windows went through the batcher
 
 
 def test_text_deltas_cut_pieces_where_the_text_is_whole(tiny_tokenizer):

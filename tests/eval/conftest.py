@@ -6,7 +6,9 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 HERE = Path(__file__).resolve().parent
@@ -89,3 +91,32 @@ def dead_url():
     """A loopback URL nothing listens on."""
     return f"http://127.0.0.1:{free_port()}/v1"
 
+
+def tone(path, seconds, hz, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(path, (0.2 * np.sin(2 * np.pi * hz * t)).astype("float32"), rate, subtype="PCM_16")
+    return str(path)
+
+
+ITEMS = [("sad_man", "<SAD>", "<MALE>", "emotion", "<S2TCHAT> <TEXT2TOKEN> <THINK>"),
+         ("happy_woman", "<HAPPY>", "<FEMALE>", "emotion", "<S2TCHAT> <TEXT2TOKEN> <THINK>"),
+         ("sad_woman", "<SAD>", "<FEMALE>", "gender", "<S2TCHAT> <TEXT2TOKEN>")]
+
+
+@pytest.fixture(scope="session")
+def echat_list(tmp_path_factory):
+    d = tmp_path_factory.mktemp("echat")
+    rows = []
+    for i, (key, emotion, gender, dim, task) in enumerate(ITEMS):
+        rows.append({"key": key, "wav": tone(d / f"{key}.wav", 0.6 + 0.1 * i, 250 + 60 * i), "txt": "i hear you",
+                     "task": task, "extra": {"question": f"question {i}", "emotion": emotion, "gender": gender,
+                                             "age": "<ADULT>", "dimension": dim}})
+    path = d / "echat.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture
+def write_tone():
+    """tone(path, seconds, hz): a 16 kHz PCM16 sine wav."""
+    return tone

@@ -9,35 +9,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-import soundfile as sf
 
 from osum_echat.bin.evaluate import main
 
-def tone(path, seconds, hz, rate=16000):
-    t = np.arange(int(seconds * rate)) / rate
-    sf.write(path, (0.2 * np.sin(2 * np.pi * hz * t)).astype("float32"), rate, subtype="PCM_16")
-    return str(path)
-
-
 DECODE = ["--greedy", "--max_text_tokens", "4", "--max_speech_tokens", "6"]
-ITEMS = [("sad_man", "<SAD>", "<MALE>", "emotion", "<S2TCHAT> <TEXT2TOKEN> <THINK>"),
-         ("happy_woman", "<HAPPY>", "<FEMALE>", "emotion", "<S2TCHAT> <TEXT2TOKEN> <THINK>"),
-         ("sad_woman", "<SAD>", "<FEMALE>", "gender", "<S2TCHAT> <TEXT2TOKEN>")]
-
-
-@pytest.fixture(scope="module")
-def echat_list(tmp_path_factory):
-    d = tmp_path_factory.mktemp("echat")
-    rows = []
-    for i, (key, emotion, gender, dim, task) in enumerate(ITEMS):
-        rows.append({"key": key, "wav": tone(d / f"{key}.wav", 0.6 + 0.1 * i, 250 + 60 * i), "txt": "i hear you",
-                     "task": task, "extra": {"question": f"question {i}", "emotion": emotion, "gender": gender,
-                                             "age": "<ADULT>", "dimension": dim}})
-    path = d / "echat.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return str(path)
 
 
 def _args(echat_list, ckpts, out, url=None, *extra):
@@ -149,3 +125,47 @@ def test_killed_run_resumes_without_asking_twice(tmp_path, echat_list, eval_chec
     assert len(keys) == len(set(keys)) == 6
     stats = _report(out)["judge"]["stats"]
     assert stats["cache_hits"] == cached and stats["calls"] == 6 - cached
+
+
+def test_published_suites_decode_from_their_own_files(tmp_path, eval_checkpoints, write_tone):
+    """SD-Eval and EchoMind files as released (audio relative to their roots) go through the same
+    decoding; EchoMind's multiple choice is decoded with its question as the user prompt and scored
+    exactly (a reply naming no option is invalid); one --scorer_checkpoint hears every reply (its own train.yaml, else --config)."""
+    config, a, b = eval_checkpoints
+    audio = tmp_path / "audio"
+    (audio / "RAVDESS").mkdir(parents=True)
+    (tmp_path / "sd/data").mkdir(parents=True)
+    rows = [{"wav_path": f"RAVDESS/{k}.wav", "transcript": "kids are talking by the door", "utt_id": k, "info": "sad",
+             "dataset_name": "RAVDESS-Speech", "target": [{"reply": "oh no", "reply_emotion": "sadness"}]}
+            for k in ("u1", "u2")]
+    for i, r in enumerate(rows):
+        write_tone(audio / r["wav_path"], 0.5, 300 + 50 * i)
+    (tmp_path / "sd/data/test-emo.json").write_text(json.dumps(rows))
+    out = tmp_path / "sd_out"
+    assert main(["--suite", "sd_eval", "--data", str(tmp_path / "sd/data/test-emo.json"), "--audio_root", str(audio),
+                 "--checkpoint", a, "--config", config, "--output", str(out), *DECODE]) == 0
+    decoded = [json.loads(x) for x in (out / "a/decode/reply.jsonl").read_text().splitlines()]
+    assert [r["key"] for r in decoded] == ["test-emo/u1", "test-emo/u2"]
+    assert {r["task"] for r in decoded} == {"<S2TCHAT> <TEXT2TOKEN> <THINK>"}
+
+    root = tmp_path / "echomind/data_synthesis"
+    (root / "MCQ").mkdir(parents=True)
+    (root / "audio/target").mkdir(parents=True)
+    write_tone(root / "audio/target/q1.wav", 0.5, 400)
+    (root / "MCQ/understanding.json").write_text(json.dumps([
+        {"question_id": "q1", "audio_dir": "target", "audio_name": "q1.wav", "question": "What is the emotion?",
+         "options_text": "A. happy\nB. sad\nC. angry\nD. calm", "answer": "B"},
+        {"question_id": "q2", "audio_dir": "target", "audio_name": "missing.wav", "question": "Who speaks?",
+         "options_text": "A. a man\nB. a woman\nC. a child\nD. nobody", "answer": "A"}]))
+    out = tmp_path / "em_out"
+    assert main(["--suite", "echomind", "--data", str(root), "--checkpoint", a, "--checkpoint", b, "--config", config,
+                 "--scorer_checkpoint", a, "--output", str(out), *DECODE]) == 0
+    report = _report(out)
+    assert report["scorer"] == a
+    c = report["checkpoints"]["a"]
+    assert c["decoded"] == 1 and c["not_decoded"] == 1 and c["failed"] == {"missing_file": 1}
+    mcq = c["metrics"]["exact"]["mcq_understanding"]
+    assert mcq["count"] + mcq["invalid"] == 1  # the tiny model's 4 ids name an option or they do not
+    listed = [json.loads(x) for x in (out / "a/decode/list.jsonl").read_text().splitlines()]
+    assert listed[0]["task"] == "<TRANSCRIBE> <S2TCHAT>" and "A. happy" in listed[0]["extra"]["question"]
+    assert "not decoded 1 (missing_file 1)" in (out / "report.md").read_text()

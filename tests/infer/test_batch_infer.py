@@ -164,7 +164,9 @@ def test_readme_commands_decode_in_order_record_every_failure_and_resume(work, r
     assert {s: v["count"] for s, v in m["paralinguistic"].items()} == {"emotion": 1, "gender": 1}
     families = ("s2t_chat", "s2t_chat_think", "t2t_chat", "tts", "s2s", "s2s_think")
     assert {f: m[f]["count"] for f in families} == dict.fromkeys(families, 1)
-    assert "listed 15  decoded 10  failed 5" in r.stdout and "summary:" in r.stdout
+    assert "listed 15  decoded 10  failed 5" in r.stdout and "decode: done, 15/15 utt (100%)" in r.stderr
+    assert (f"5 failed: missing_wav (missing_file), {LIST}:12 (bad_json), too_long (audio_too_long), unknown "
+            f"(unknown_task), {LIST}:15 (bad_json); the full list: exp/demo/infer/text.failed") in r.stdout
     # 3 text tokens cannot finish a random model's answer: every text row hits the cap, warned once
     hits = sum(r["hit_max_text_tokens"] for r in records)
     assert report["hit_max_text_tokens"] == hits >= 5 and f"hit max_text_tokens {hits}" in r.stdout

@@ -108,3 +108,20 @@ def test_demo_stage1_loss_falls_in_a_short_run(demo_data, tmp_path, capsys):
     keys = {json.loads(x)["key"] for x in open(demo_data / "lists" / "s1_asr.jsonl")}
     hyps = (exp / "greedy_asr" / "text").read_text().splitlines()
     assert {h.split("\t")[0] for h in hyps} == keys
+
+
+def test_demo_held_out_lists_are_never_trained_on(demo_data):
+    """Held-out speech: sentences, a voice and empathy questions that no training list holds."""
+    held = [json.loads(x) for x in open(demo_data / "lists" / "heldout_s1.jsonl")]
+    echat = [json.loads(x) for x in open(demo_data / "lists" / "heldout_echat.jsonl")]
+    assert len(held) == 18 and len(echat) == 4 and all(os.path.exists(s["wav"]) for s in held + echat)
+    trained = [json.loads(x) for p in (demo_data / "lists").glob("s[123]_*.jsonl") for x in open(p)]
+    trained_wavs = {s["wav"] for s in trained}
+    trained_text = {s["txt"] for s in trained} | {s["extra"].get("question") for s in trained}
+    assert not trained_wavs & {s["wav"] for s in held + echat}
+    assert not {s["txt"].split("<")[0] for s in held} & trained_text
+    assert not {s["extra"]["question"] for s in echat} & trained_text
+    assert {s["task"] for s in held} == {"<TRANSCRIBE>", "<TRANSCRIBE> <GENDER>", "<TRANSCRIBE> <AGE>"}
+    assert all(s["extra"]["dimension"] == "emotion" and s["extra"]["emotion"] in ("<HAPPY>", "<SAD>") for s in echat)
+    for p in (demo_data / "conf").glob("*.yaml"):  # no data yaml points at a held-out list
+        assert "heldout" not in p.read_text()

@@ -149,3 +149,25 @@ def test_an_epoch_without_batches_stops_with_a_clear_error(tmp_path):
     t = make_trainer(tmp_path, ToyDataset(num_batches=0), max_epoch=1)
     with pytest.raises(NoTrainingData, match="no batch"):
         t.fit()
+
+
+def test_train_lines_say_steps_done_of_total_rate_and_eta(tmp_path):
+    """In a log: no total during the first epoch (the epoch count instead), then steps/total,
+    steps/s and an ETA once one epoch's steps are known (max_epoch x steps per epoch)."""
+    import logging
+
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    log = logging.getLogger("osum_echat.train.trainer")
+    log.addHandler(handler)
+    try:
+        make_trainer(tmp_path, ToyDataset(num_batches=12), max_epoch=3, save_interval=0).fit()
+    finally:
+        log.removeHandler(handler)
+    train = [line.split(" | ", 1)[1] for line in lines if line.startswith("TRAIN")]
+    name = os.path.basename(tmp_path)
+    assert len(train) == 9  # 12 micro-batches, accum 2: 6 steps per epoch, a line every 2 steps
+    assert train[0].startswith(f"{name} epoch 1/3, 2 step, ") and "ETA" not in train[0]
+    assert train[3].startswith(f"{name} 8/18 step (44%), ") and "step/s, ETA " in train[3]
+    assert train[-1].startswith(f"{name} 18/18 step (100%)")

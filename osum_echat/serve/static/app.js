@@ -10,9 +10,9 @@ const $ = (id) => document.getElementById(id);
 // Counters the browser test reads (and handy in the console).
 const stats = window.osum = {
   state: "disconnected", sessionId: null, events: {}, errors: [],
-  samplesSent: 0, samplesScheduled: 0, audioDeltas: 0, underruns: 0,
+  samplesSent: 0, samplesScheduled: 0, audioDeltas: 0, droppedDeltas: 0, underruns: 0,
   textDeltas: 0, thinkDeltas: 0, responsesDone: 0, bargeIns: 0,
-  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "",
+  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "", lastMetadata: null, closeCode: null,
 };
 
 let ws = null, ctx = null, mic = null, capture = null;
@@ -21,6 +21,8 @@ let textOnly = false;            // a text-answer task: the latency shown is to 
 const play = { nextTime: 0, sources: new Set(), itemId: null, itemStart: null, itemSamples: 0 };
 const turn = { t0: null, waitingAudio: false };
 const responses = new Map();     // response_id -> {answer, think, status} elements
+const muted = new Set();         // responses stopped or barged into: their late audio deltas are dropped
+let activeResponse = null;
 let userTurn = null;
 
 function setState(s) { stats.state = s; $("state").textContent = s; }
@@ -93,7 +95,6 @@ function stopPlayback() {
 }
 
 async function startMic() {
-  ctx = new AudioContext();
   await ctx.audioWorklet.addModule("static/capture-worklet.js");
   mic = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
@@ -166,6 +167,7 @@ const handlers = {
   },
   "input_audio_buffer.speech_started"() {
     setState("hearing you");
+    if (activeResponse) muted.add(activeResponse);
     const cut = stopPlayback();                       // barge-in: silence at once
     if (cut.wasPlaying) {
       stats.bargeIns++;
@@ -186,19 +188,26 @@ const handlers = {
     const said = c.map((p) => p.transcript || p.text || "").join(" ").trim();
     if (said && userTurn) userTurn.answer.textContent = said;
   },
-  "response.created"(e) { responseView(e.response.id).status.textContent = "answering…"; setState("answering"); },
+  "response.created"(e) {
+    activeResponse = e.response.id;
+    responseView(e.response.id).status.textContent = "answering…";
+    setState("answering");
+  },
   "response.output_audio_transcript.delta"(e) { appendAnswer(e); },
   "response.output_text.delta"(e) { appendAnswer(e); },
   "response.output_audio.delta"(e) {
     stats.audioDeltas++;
+    if (muted.has(e.response_id)) { stats.droppedDeltas++; return; }
     if (turn.waitingAudio) { showLatency(performance.now() - turn.t0); turn.waitingAudio = false; }
     schedule(pcm16ToFloat(e.delta), e.item_id);
   },
   "response.done"(e) {
     const r = e.response;
     stats.responsesDone++;
+    if (activeResponse === r.id) activeResponse = null;
     const v = responseView(r.id);
     v.status.textContent = r.status + (r.status_details && r.status_details.reason ? ` (${r.status_details.reason})` : "");
+    stats.lastMetadata = r.metadata || null;   // the server's per-turn timings
     turn.t0 = null;
     turn.waitingAudio = false;
     setState("listening");
@@ -239,6 +248,8 @@ function onMessage(msg) {
 // ---------------------------------------------------------------- buttons
 
 function connect() {
+  // created in the click itself: browsers start an AudioContext only after a user gesture
+  ctx = new AudioContext();
   const key = $("api_key").value.trim();
   const protocols = ["realtime"];
   if (key) protocols.push(`openai-insecure-api-key.${key}`);
@@ -248,6 +259,7 @@ function connect() {
   setState("connecting");
   ws.onmessage = onMessage;
   ws.onclose = (e) => {
+    stats.closeCode = e.code;
     log(`connection closed (${e.code}${e.reason ? ": " + e.reason : ""})`, e.code === 1000 ? "" : "error");
     hangup(false);
   };
@@ -270,7 +282,10 @@ function hangup(close = true) {
 $("start").onclick = connect;
 $("hangup").onclick = () => hangup(true);
 $("stop").onclick = () => {
-  send({ type: "response.cancel" });
+  if (activeResponse) {
+    muted.add(activeResponse);
+    send({ type: "response.cancel", response_id: activeResponse });
+  }
   stopPlayback();
   turn.waitingAudio = false;
 };

@@ -11,9 +11,12 @@ Written under --out_dir (default exp/demo/data):
   lists/NAME.jsonl                  upstream "raw" lists (key, txt, wav, extra, task)
   shards/NAME/shards_000000000.tar  upstream WeNet shards of the same samples
   shards/NAME/shards_list.txt
+  lists/heldout_{s1,echat}.jsonl    held out of training: new sentences, a new speaker, new
+                                    empathy questions (raw lists only)
   conf/stageN_{s2t,t2s,s2s,t2t,cv}.yaml  data yamls (name: {path, weight}) per stage; stage 3
                                     once per think style: stage3_{tag,language}_think_*.yaml
---yamls_only rewrites the data yamls of existing data (no synthesis).
+--yamls_only rewrites the data yamls of existing data (no synthesis); --held_out_only writes only
+the held-out lists (for a demo folder prepared before they existed).
 """
 import argparse
 import io
@@ -84,6 +87,17 @@ SPEAKERS = {
 EMOTIONS = {"<NEUTRAL>": (0, 0), "<HAPPY>": (20, 35), "<SAD>": (-20, -45)}  # pitch, speed deltas
 ASSISTANT = "woman"
 
+# Held out of every training list: new sentences, a new speaker (a male adult voice unlike "man",
+# so its labels are classes the model knows) and new empathy questions. Stage 4 scores stage 1 on
+# them next to its training figures; stage 5 evaluates the stage-3 checkpoints on them.
+HELD_OUT_SENTENCES = [
+    "the little bird sings at dawn",
+    "bring a warm coat for the trip",
+    "my sister paints the blue door",
+]
+HELD_OUT_SPEAKERS = {"man2": dict(voice="en-us+m1", pitch=25, speed=150, gender="<MALE>", age="<ADULT>")}
+HELD_OUT_QUESTIONS = ["we won the football match", "my cat is very ill"]
+
 
 def check_espeak():
     if shutil.which("espeak-ng") is None:
@@ -93,7 +107,7 @@ def check_espeak():
 
 
 def synthesise(text, speaker, emotion, path):
-    spk = SPEAKERS[speaker]
+    spk = SPEAKERS.get(speaker) or HELD_OUT_SPEAKERS[speaker]
     dp, ds = EMOTIONS[emotion]
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         subprocess.run(["espeak-ng", "-v", spk["voice"], "-p", str(spk["pitch"] + dp),
@@ -124,7 +138,7 @@ class Builder:
 
 
 def sample(key, txt, wav, task, speaker, emotion="<NEUTRAL>", duration=0.0, **extra):
-    spk = SPEAKERS[speaker]
+    spk = SPEAKERS.get(speaker) or HELD_OUT_SPEAKERS[speaker]
     extra = dict(dataset="espeak_demo", gender=spk["gender"], age=spk["age"],
                  emotion=emotion, duration=round(duration, 3), **extra)
     return dict(key=key, txt=txt, wav=wav, extra=extra, task=task,
@@ -197,6 +211,36 @@ def stage3_samples(b):
     return out
 
 
+def held_out_samples(b):
+    """Held-out lists (raw only, never in a data yaml): stage-1 ASR + gender/age on new sentences by
+    the new speaker and a trained one; EChat-eval-style empathy items (new questions, new speaker)."""
+    s1 = []
+    for i, text in enumerate(HELD_OUT_SENTENCES):
+        for spk in (*HELD_OUT_SPEAKERS, "woman"):
+            wav, dur, _ = b.utterance(text, spk)
+            labels = SPEAKERS.get(spk) or HELD_OUT_SPEAKERS[spk]
+            base = f"heldout_{spk}_{i:03d}"
+            s1.append(sample(base + "_asr", text, wav, "<TRANSCRIBE>", spk, duration=dur))
+            s1.append(sample(base + "_gender", text + labels["gender"], wav, "<TRANSCRIBE> <GENDER>", spk, duration=dur))
+            s1.append(sample(base + "_age", text + labels["age"], wav, "<TRANSCRIBE> <AGE>", spk, duration=dur))
+    echat = []
+    for i, question in enumerate(HELD_OUT_QUESTIONS):
+        for emotion, answer in EMPATHY_ANSWERS.items():
+            for spk in HELD_OUT_SPEAKERS:
+                wav, dur, _ = b.utterance(question, spk, emotion)
+                echat.append(sample(f"heldout_echat_{spk}_{emotion.strip('<>').lower()}_{i:03d}", answer, wav,
+                                    "<S2TCHAT> <TEXT2TOKEN> <THINK>", spk, emotion, duration=dur,
+                                    question=question, dimension="emotion"))
+    return {"heldout_s1": s1, "heldout_echat": echat}
+
+
+def write_held_out(b):
+    os.makedirs(os.path.join(b.out_dir, "lists"), exist_ok=True)
+    for name, samples in held_out_samples(b).items():
+        write_raw(os.path.join(b.out_dir, "lists", name + ".jsonl"), samples)
+        print(f"{name}: {len(samples)} held-out samples")
+
+
 def raw_line(s):
     return json.dumps({k: s[k] for k in ("key", "txt", "wav", "extra", "task")},
                       ensure_ascii=False)
@@ -267,6 +311,8 @@ def main():
     parser.add_argument("--data_type", choices=["raw", "shard"], default="shard",
                         help="which format the stage data yamls point at (both are written)")
     parser.add_argument("--yamls_only", action="store_true", help="only rewrite the data yamls")
+    parser.add_argument("--held_out_only", action="store_true",
+                        help="only synthesise the held-out lists (lists/heldout_*.jsonl)")
     args = parser.parse_args()
     if args.yamls_only:
         write_data_yamls(args.out_dir, args.data_type)
@@ -275,6 +321,9 @@ def main():
         parser.error("--codebook_size is required")
     check_espeak()
     b = Builder(args.out_dir, args.codebook_size)
+    if args.held_out_only:
+        write_held_out(b)
+        return
     lists = {**stage1_samples(b), **stage2_samples(b), **stage3_samples(b)}
     os.makedirs(os.path.join(b.out_dir, "lists"), exist_ok=True)
     for name, samples in lists.items():
@@ -287,6 +336,7 @@ def main():
             f.write(tar_path + "\n")
         print(f"{name}: {len(samples)} samples")
     write_data_yamls(b.out_dir, args.data_type)
+    write_held_out(b)
     print(f"demo data ready under {b.out_dir} ({len(b.cache)} synthesised utterances)")
 
 

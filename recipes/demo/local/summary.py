@@ -26,8 +26,8 @@ ASR_WER_TARGET = 0.20
 LOSS_RATIO_TARGET = 0.5
 
 
-def greedy_asr(stage_dir):
-    """Greedy-decode stage 1's cv list (its ASR training speech) with its final.pt."""
+def greedy_asr(stage_dir, data_list=None, name="greedy_asr", data_type=None):
+    """Greedy-decode stage 1's cv list (its ASR training speech), or `data_list`, with its final.pt."""
     import torch
 
     from osum_echat.config import load_config
@@ -40,11 +40,11 @@ def greedy_asr(stage_dir):
     tokenizer = load_tokenizer(config["llm_path"])
     model = build_model(config, device="cpu", tokenizer=tokenizer)
     load_checkpoint(model, os.path.join(stage_dir, "final.pt"), strict=True)
-    output = os.path.join(stage_dir, "greedy_asr", "text")
+    output = os.path.join(stage_dir, name, "text")
     shutil.rmtree(os.path.dirname(output), ignore_errors=True)  # a rerun would resume an older model's results
     with torch.no_grad():
-        summary = run(model.eval(), tokenizer, config, config["train_conf"]["data_type"],
-                      os.path.join(stage_dir, "data", "cv.list"), output)
+        summary = run(model.eval(), tokenizer, config, data_type or config["train_conf"]["data_type"],
+                      data_list or os.path.join(stage_dir, "data", "cv.list"), output)
     with open(output + ".jsonl", encoding="utf8") as f:
         records = [json.loads(line) for line in f]
     return summary, records, output
@@ -65,7 +65,25 @@ def report_greedy_asr(stage_dir):
     print(f"  ASR greedy decoding of the same {len(records)} utterances: first word right "
           f"{first_word:.3f}, exact {exact}/{len(records)}, WER {wer:.3f} "
           f"(target < {ASR_WER_TARGET}): {'met' if met else 'NOT met'}   ({output})")
+    report_held_out(stage_dir, wer)
     return met
+
+
+def report_held_out(stage_dir, train_wer):
+    """Stage 1 on utterances it never saw (new sentences; a new speaker and a trained one), next to
+    the training figures: WER and the gender / age tag accuracy. Reported, no target."""
+    held_out = os.path.join(stage_dir, "..", "data", "lists", "heldout_s1.jsonl")
+    if not os.path.exists(held_out):
+        print(f"  held-out: no {os.path.normpath(held_out)} (run stage 0, or prepare_data.py --held_out_only)")
+        return
+    summary, records, output = greedy_asr(stage_dir, held_out, "held_out", "raw")
+    m = summary["metrics"]
+    wer = ((m.get("transcription") or {}).get("wer") or {}).get("wer")
+    tags = "  ".join(f"{slot} accuracy {s['accuracy']:.3f} (n={s['count']})" if s["accuracy"] is not None
+                     else f"{slot} n/a" for slot, s in (m.get("paralinguistic") or {}).items())
+    fmt = (lambda x: "n/a" if x is None else f"{x:.3f}")
+    print(f"  held-out ({summary['decoded']} utterances: new sentences, new speaker + a trained one): "
+          f"WER {fmt(wer)} (training speech {fmt(train_wer)})  {tags}   ({output})")
 
 
 def main(exp_dir):

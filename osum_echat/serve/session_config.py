@@ -1,0 +1,162 @@
+"""A realtime session's settings: what `session.update` may change, and the session object sent back.
+
+OpenAI fields: instructions (the user prompt of tasks that read one), audio.input.format /
+audio.output.format (audio/pcm at 24,000 Hz), audio.input.turn_detection (server_vad or null),
+audio.output.voice (echoed; the voice is the server's --speaker_prompt_wav), output_modalities
+(must fit the task). This model's own fields go under "osum":
+
+    "osum": {"task": "s2s" | "s2s_think" | "chat" | "chat_think" | "t2t" | "tts" | "transcribe" | a task tag,
+             "variant": "a" | "b",          # the think checkpoint (server started with --checkpoint_b)
+             "decode": {"max_text_tokens": 64, "greedy": true, ...}}   # DecodeConfig fields
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Optional
+
+from osum_echat import tasks as task_table
+from osum_echat.serve.audio import WIRE_RATES
+
+SERVER_VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
+                       "create_response": True, "interrupt_response": True}  # OpenAI's defaults
+DECODE_FIELDS = {f.name: f.type for f in dataclasses.fields(task_table.DecodeConfig)} | {"greedy": "bool"}
+OSUM_KEY = "osum"
+
+
+class SessionUpdateError(ValueError):
+    def __init__(self, code: str, message: str, param: str):
+        super().__init__(message)
+        self.code, self.param = code, param
+
+
+def resolve_task(name: str) -> str:
+    try:
+        return task_table.resolve_task(name)
+    except task_table.UnknownTaskError as e:
+        raise SessionUpdateError("unknown_task", f"{e} (session.osum.task also takes "
+                                 f"{', '.join(task_table.HELPER_TASKS)})", "session.osum.task") from None
+
+
+@dataclasses.dataclass
+class SessionConfig:
+    task: str
+    audio_on: bool  # token2wav loaded
+    instructions: str = ""
+    voice: str = "alloy"
+    turn_detection: Optional[dict] = dataclasses.field(default_factory=lambda: dict(SERVER_VAD_DEFAULTS))
+    variant: Optional[str] = None
+    decode: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def spec(self):
+        return task_table.get_task(self.task)
+
+    @property
+    def speaks(self) -> bool:
+        return self.spec.speech_output
+
+    @property
+    def modalities(self) -> list:
+        return ["audio"] if self.speaks else ["text"]
+
+    def session_object(self, session_id: str, model: str, variants: tuple = ()) -> dict:
+        pcm = {"type": "audio/pcm", "rate": WIRE_RATES[0]}
+        spec = self.spec
+        return {"type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
+                "instructions": self.instructions, "output_modalities": self.modalities,
+                "max_output_tokens": "inf", "tools": [], "tool_choice": "auto",
+                "audio": {"input": {"format": pcm, "turn_detection": copy.deepcopy(self.turn_detection),
+                                    "transcription": None, "noise_reduction": None},
+                          "output": {"format": pcm, "voice": self.voice, "speed": 1.0}},
+                OSUM_KEY: {"task": self.task, "input": spec.input, "think": spec.think, "speaks": spec.speech_output,
+                           "audio_output": self.audio_on, "variant": self.variant, "variants": list(variants),
+                           "decode": dict(self.decode)}}
+
+    def updated(self, session: dict, variants: tuple = ()) -> "SessionConfig":
+        """A new config with `session` (a session.update body) applied; SessionUpdateError names the field."""
+        if not isinstance(session, dict):
+            raise SessionUpdateError("invalid_value", "session must be an object", "session")
+        new = copy.deepcopy(self)
+        if session.get("type", "realtime") != "realtime":
+            raise SessionUpdateError("unsupported_session_type", "only realtime sessions are served "
+                                     "(no transcription sessions)", "session.type")
+        if "instructions" in session:
+            if not isinstance(session["instructions"], str):
+                raise SessionUpdateError("invalid_value", "instructions must be a string", "session.instructions")
+            new.instructions = session["instructions"]
+        audio = session.get("audio") or {}
+        for side in ("input", "output"):
+            fmt = (audio.get(side) or {}).get("format")
+            if fmt is not None:
+                _check_format(fmt, f"session.audio.{side}.format")
+        if "turn_detection" in (audio.get("input") or {}):
+            new.turn_detection = _turn_detection(audio["input"]["turn_detection"])
+        voice = (audio.get("output") or {}).get("voice")
+        if voice is not None:
+            new.voice = voice if isinstance(voice, str) else str((voice or {}).get("id", ""))
+        osum = session.get(OSUM_KEY) or {}
+        if not isinstance(osum, dict):
+            raise SessionUpdateError("invalid_value", f"session.{OSUM_KEY} must be an object", f"session.{OSUM_KEY}")
+        if "task" in osum:
+            new.task = resolve_task(str(osum["task"]))
+        if "variant" in osum:
+            if osum["variant"] not in variants:
+                raise SessionUpdateError("unknown_variant", f"variant {osum['variant']!r}: this server has "
+                                         f"{list(variants) or 'one checkpoint (start it with --checkpoint_b)'}",
+                                         f"session.{OSUM_KEY}.variant")
+            new.variant = osum["variant"]
+        if "decode" in osum:
+            new.decode = _decode(osum["decode"])
+        if new.speaks and not new.audio_on:
+            raise SessionUpdateError("audio_output_off", f"task {new.task} speaks, but this server runs without "
+                                     "--token2wav_dir: audio output is off; choose a text task "
+                                     "(session.osum.task: chat, t2t, transcribe)", f"session.{OSUM_KEY}.task")
+        modalities = session.get("output_modalities")
+        if modalities is not None and list(modalities) != new.modalities:
+            raise SessionUpdateError("unsupported_modalities", f"output_modalities {modalities} do not fit task "
+                                     f"{new.task}, which answers with {new.modalities}; choose the task with "
+                                     f"session.{OSUM_KEY}.task", "session.output_modalities")
+        return new
+
+
+def _check_format(fmt, param: str) -> None:
+    if not isinstance(fmt, dict) or fmt.get("type", "audio/pcm") != "audio/pcm":
+        raise SessionUpdateError("unsupported_audio_format", "only audio/pcm (PCM16 mono) is served", param + ".type")
+    rate = fmt.get("rate", WIRE_RATES[0])
+    if rate not in WIRE_RATES:
+        raise SessionUpdateError("unsupported_sample_rate", f"rate {rate}: audio/pcm is served at "
+                                 f"{', '.join(map(str, WIRE_RATES))} Hz", param + ".rate")
+
+
+def _turn_detection(td) -> Optional[dict]:
+    param = "session.audio.input.turn_detection"
+    if td is None:
+        return None
+    if not isinstance(td, dict) or td.get("type") != "server_vad":
+        raise SessionUpdateError("unsupported_turn_detection", "turn_detection must be null (the client commits) "
+                                 "or {type: server_vad, ...}", param + ".type")
+    out = dict(SERVER_VAD_DEFAULTS)
+    for key, value in td.items():
+        if key == "type" or value is None:
+            continue
+        if key not in SERVER_VAD_DEFAULTS:
+            continue  # idle_timeout_ms and future fields: accepted, not used
+        default = SERVER_VAD_DEFAULTS[key]
+        ok = isinstance(value, bool) if isinstance(default, bool) else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0)
+        if not ok or (key == "threshold" and not 0 < value < 1):
+            raise SessionUpdateError("invalid_value", f"turn_detection.{key}={value!r} is not valid", f"{param}.{key}")
+        out[key] = value
+    return out
+
+
+def _decode(decode) -> dict:
+    param = f"session.{OSUM_KEY}.decode"
+    if not isinstance(decode, dict):
+        raise SessionUpdateError("invalid_value", "decode must be an object of DecodeConfig fields", param)
+    unknown = sorted(set(decode) - set(DECODE_FIELDS))
+    if unknown:
+        raise SessionUpdateError("unknown_decode_field", f"unknown decode field(s) {unknown}; known: "
+                                 f"{', '.join(DECODE_FIELDS)}", f"{param}.{unknown[0]}")
+    return dict(decode)

@@ -1,0 +1,361 @@
+"""WS /v1/realtime against a real server subprocess: the official openai SDK (audio turn, text turn)
+and plain websockets (server VAD from a spoken wav, commit mode, history, barge-in, cancel, bad
+input, limits, API key). Every server event received is validated against the SDK's types (rt_client)."""
+import json
+import time
+import urllib.request
+
+import numpy as np
+import openai
+import pytest
+import soxr
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from conftest import API_KEY, serve
+from rt_client import SEEN_TYPES, RtClient, b64, pcm24k, validate
+
+DECODE = ["--max_text_tokens", "8", "--max_speech_tokens", "40"]
+COMMIT_MODE = {"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}}}}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoints, tiny_token2wav):
+    config, ckpt, _ = tiny_checkpoints
+    yield from serve(["--checkpoint", ckpt, "--config", config, "--token2wav_dir", tiny_token2wav, "--api_key", API_KEY,
+                      "--model_name", "tiny-echat", "--max_sessions", "3", "--max_turn_audio_s", "5", *DECODE])
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoints, tiny_token2wav):
+    from osum_echat.infer.runtime import ChatPipeline
+
+    config, ckpt, _ = tiny_checkpoints
+    return ChatPipeline.from_files(config, ckpt, tiny_token2wav, device="cpu")
+
+
+@pytest.fixture
+def rt(server):
+    clients = []
+
+    def make(**kw):
+        c = RtClient(server, kw.pop("key", API_KEY), **kw)
+        clients.append(c)
+        assert c.recv()["type"] == "session.created"
+        return c
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+def as_16k(raw: bytes) -> np.ndarray:
+    """What the model hears of PCM16 24 kHz bytes (resampled here independently of the server)."""
+    return soxr.resample(np.frombuffer(raw, "<i2").astype(np.float32) / 32768.0, 24000, 16000)
+
+
+def types(events):
+    return [e["type"] for e in events]
+
+
+def audio_bytes(events, response_id=None) -> int:
+    import base64
+    return sum(len(base64.b64decode(e["delta"])) for e in events
+               if e["type"] == "response.output_audio.delta" and response_id in (None, e["response_id"]))
+
+
+# ------------------------------------------------------------------ the official SDK
+
+def sdk_events_until_done(conn) -> list:
+    """Raw events through the SDK's own parser, each also validated strictly."""
+    out = []
+    while True:
+        raw = conn.recv_bytes()
+        validate(json.loads(raw))
+        out.append(conn.parse_event(raw))
+        if out[-1].type == "response.done":
+            return out
+
+
+def test_sdk_audio_turn_is_the_pipelines_greedy_answer(server, pipe, spoken_wav):
+    client = openai.OpenAI(base_url=server + "/v1", api_key=API_KEY)
+    raw = pcm24k(spoken_wav)
+    with client.realtime.connect(model="tiny-echat") as conn:
+        conn.session.update(session={"type": "realtime", "audio": {"input": {"turn_detection": None}},
+                                     "osum": {"decode": {"greedy": True}}})
+        chunk = 24000 * 2 // 5
+        for i in range(0, len(raw), chunk):
+            conn.input_audio_buffer.append(audio=b64(raw[i:i + chunk]))
+        conn.input_audio_buffer.commit()
+        conn.response.create()
+        events = sdk_events_until_done(conn)
+    kinds = [e.type for e in events]
+    assert kinds[0] == "session.created" and "session.updated" in kinds
+    assert kinds.index("input_audio_buffer.committed") < kinds.index("response.created")
+    done = events[-1].response
+    assert done.status in ("completed", "incomplete") and done.output_modalities == ["audio"]
+    transcript = "".join(e.delta for e in events if e.type == "response.output_audio_transcript.delta")
+    assert transcript == next(e.transcript for e in events if e.type == "response.output_audio_transcript.done")
+    audio = b"".join(__import__("base64").b64decode(e.delta) for e in events if e.type == "response.output_audio.delta")
+    expected = pipe.run("<S2TCHAT> <TEXT2TOKEN>", wav=(as_16k(raw), 16000), greedy=True, max_text_tokens=8,
+                        max_speech_tokens=40)
+    assert transcript == expected.text
+    assert done.usage.output_token_details.audio_tokens == len(expected.speech_tokens)
+    # 24 kHz PCM16 of token2wav's 22,050 Hz answer: the same duration
+    assert abs(len(audio) / 2 / 24000 - expected.audio.numel() / expected.sample_rate) < 0.01
+    assert float(done.metadata["end_of_speech_to_first_audio_ms"]) > 0
+
+
+def test_sdk_text_turn(server, pipe):
+    client = openai.OpenAI(base_url=server + "/v1", api_key=API_KEY)
+    with client.realtime.connect(model="tiny-echat") as conn:
+        conn.session.update(session={"type": "realtime", "output_modalities": ["text"],
+                                     "osum": {"task": "t2t", "decode": {"greedy": True}}})
+        conn.conversation.item.create(item={"type": "message", "role": "user",
+                                            "content": [{"type": "input_text", "text": "hello there"}]})
+        conn.response.create()
+        events = sdk_events_until_done(conn)
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == next(e.text for e in events if e.type == "response.output_text.done")
+    assert text == pipe.t2t("hello there", greedy=True, max_text_tokens=8).text
+    assert events[-1].response.output_modalities == ["text"]
+    assert not any(e.type == "response.output_audio.delta" for e in events)
+
+
+# ------------------------------------------------------------------ turns
+
+def test_server_vad_turn_from_spoken_wav(rt, spoken_wav):
+    c = rt()
+    raw = pcm24k(spoken_wav, pad_before=0.6, pad_after=1.0)  # default session: server_vad, OpenAI's defaults
+    c.append_audio(raw)
+    events = c.until("response.done")
+    k = types(events)
+    assert k.index("input_audio_buffer.speech_started") < k.index("input_audio_buffer.speech_stopped") \
+        < k.index("input_audio_buffer.committed") < k.index("response.created")
+    started = events[k.index("input_audio_buffer.speech_started")]
+    stopped = events[k.index("input_audio_buffer.speech_stopped")]
+    speech_ms = len(pcm24k(spoken_wav)) / 2 / 24
+    assert 0 <= started["audio_start_ms"] <= 600  # speech at 600 ms, minus the 300 ms prefix padding
+    assert 600 + speech_ms * 0.5 <= stopped["audio_end_ms"] <= 600 + speech_ms + 100
+    assert started["item_id"] == stopped["item_id"] == events[k.index("input_audio_buffer.committed")]["item_id"]
+    assert events[-1]["response"]["status"] in ("completed", "incomplete") and audio_bytes(events) > 0
+
+
+def test_commit_mode_two_turns_use_history(rt, spoken_wav):
+    c = rt()
+    c.send(COMMIT_MODE)
+    c.until("session.updated")
+    raw = pcm24k(spoken_wav)
+    seen = []
+    for turn in range(2):
+        c.append_audio(raw)
+        c.send({"type": "input_audio_buffer.commit"})
+        c.send({"type": "response.create"})
+        events = c.until("response.done")
+        assert "input_audio_buffer.speech_started" not in types(events)  # the client commits
+        seen.append(events[-1]["response"]["metadata"]["history_turns"])
+        assert audio_bytes(events) > 0
+    assert seen == ["0", "1"]
+
+
+def test_concurrent_sessions_get_what_they_get_alone(rt, pipe, spoken_wav, spoken_wav2):
+    """Two sessions decode at once on the one model (one batch); greedy answers equal ChatPipeline.run."""
+    clients, raws = [rt(), rt()], [pcm24k(spoken_wav), pcm24k(spoken_wav2)]
+    for c in clients:
+        c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}},
+                                                      "osum": {"decode": {"greedy": True}}}})
+        c.until("session.updated")
+    for c, raw in zip(clients, raws):
+        c.append_audio(raw)
+    for c in clients:  # both asked before either answer is read
+        c.send({"type": "input_audio_buffer.commit"})
+        c.send({"type": "response.create"})
+    for c, raw in zip(clients, raws):
+        events = c.until("response.done")
+        alone = pipe.run("<S2TCHAT> <TEXT2TOKEN>", wav=(as_16k(raw), 16000), greedy=True, max_text_tokens=8,
+                         max_speech_tokens=40)
+        transcript = "".join(e["delta"] for e in events if e["type"] == "response.output_audio_transcript.delta")
+        assert transcript == alone.text
+        assert events[-1]["response"]["usage"]["output_token_details"]["audio_tokens"] == len(alone.speech_tokens)
+
+
+def barge_in_setup(rt, spoken_wav):
+    c = rt()
+    c.send({"type": "session.update", "session": {"type": "realtime",
+                                                  "osum": {"decode": {"max_speech_tokens": 600}}}})
+    c.until("session.updated")
+    return c
+
+
+def test_barge_in_cancels_the_answer_mid_audio(rt, spoken_wav):
+    c = barge_in_setup(rt, spoken_wav)
+    c.append_audio(pcm24k(spoken_wav, pad_before=0.3, pad_after=0.8))
+    first = c.until("response.created")[-1]["response"]["id"]
+    before = c.until("response.output_audio.delta")  # the answer is playing
+    c.append_audio(pcm24k(spoken_wav, pad_after=0.8))  # the user speaks again
+    events = before + c.until("input_audio_buffer.speech_started")
+    events += c.until("response.done")
+    done = events[-1]["response"]
+    assert done["id"] == first and done["status"] == "cancelled"
+    assert done["status_details"]["reason"] == "turn_detected"
+    assert done["usage"]["output_token_details"]["audio_tokens"] < 600  # stopped early
+    after = c.until("response.done")  # the new turn is answered; nothing of the first follows its done
+    assert all(e.get("response_id") != first for e in after)
+    assert after[-1]["response"]["id"] != first
+    # the history kept the cut answer: the next turn saw one earlier turn
+    assert after[-1]["response"]["metadata"]["history_turns"] == "1"
+
+
+def test_response_cancel(rt, spoken_wav):
+    c = rt()
+    c.send(COMMIT_MODE)
+    c.send({"type": "session.update", "session": {"osum": {"decode": {"max_speech_tokens": 600}}}})
+    c.until("session.updated")
+    c.until("session.updated")
+    c.append_audio(pcm24k(spoken_wav))
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    rid = c.until("response.created")[-1]["response"]["id"]
+    c.send({"type": "response.cancel", "event_id": "evt_cancel"})
+    events = c.until("response.done")
+    assert events[-1]["response"]["id"] == rid and events[-1]["response"]["status"] == "cancelled"
+    assert events[-1]["response"]["status_details"]["reason"] == "client_cancelled"
+    c.send({"type": "response.cancel", "event_id": "evt_again"})
+    err = c.until("error")[-1]["error"]
+    assert err["code"] == "response_cancel_not_active" and err["event_id"] == "evt_again"
+    # the session goes on: the next turn is answered
+    c.append_audio(pcm24k(spoken_wav))
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    assert c.until("response.done")[-1]["response"]["status"] in ("completed", "incomplete")
+
+
+def test_truncate_keeps_what_was_played(rt, spoken_wav):
+    c = rt()
+    c.send(COMMIT_MODE)
+    c.until("session.updated")
+    c.append_audio(pcm24k(spoken_wav))
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    events = c.until("response.done")
+    item = events[-1]["response"]["output"][0]["id"]
+    c.send({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": 400})
+    ev = c.until("conversation.item.truncated")[-1]
+    assert ev["item_id"] == item and ev["audio_end_ms"] == 400
+
+
+# ------------------------------------------------------------------ bad input, limits, keys
+
+BAD = [
+    ("not json {", "invalid_json"),
+    ({"type": "no.such.event", "event_id": "evt_1"}, "unknown_event_type"),
+    ({"type": "input_audio_buffer.append", "audio": "%%%not base64", "event_id": "evt_2"}, "invalid_base64"),
+    ({"type": "input_audio_buffer.append", "audio": b64(b"\x00\x01\x02"), "event_id": "evt_3"}, "invalid_audio_length"),
+    ({"type": "session.update", "session": {"audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}},
+      "event_id": "evt_4"}, "unsupported_sample_rate"),
+    ({"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [
+        {"type": "input_text", "text": "hi"}]}, "event_id": "evt_5"}, "text_on_audio_task"),
+    ({"type": "input_audio_buffer.commit", "event_id": "evt_6"}, "input_audio_buffer_commit_empty"),
+    ({"type": "response.create", "event_id": "evt_7"}, "no_user_input"),
+    ({"type": "response.cancel", "event_id": "evt_8"}, "response_cancel_not_active"),
+    ({"type": "conversation.item.truncate", "item_id": "item_x", "content_index": 0, "audio_end_ms": 10,
+      "event_id": "evt_9"}, "item_not_found"),
+    ({"type": "session.update", "session": {"osum": {"task": "no-such-task"}}, "event_id": "evt_10"}, "unknown_task"),
+    ({"type": "session.update", "session": {"osum": {"decode": {"max_txt": 3}}}, "event_id": "evt_11"},
+     "unknown_decode_field"),
+]
+
+
+def test_every_bad_input_gets_an_error_and_the_session_goes_on(rt, spoken_wav):
+    c = rt()
+    c.send(COMMIT_MODE)
+    c.until("session.updated")
+    for message, code in BAD:
+        c.ws.send(message if isinstance(message, str) else json.dumps(message))
+        err = c.until("error")[-1]["error"]
+        assert err["code"] == code, (message, err)
+        assert err["event_id"] == (None if isinstance(message, str) else message["event_id"])
+        assert err["message"]
+    c.append_audio(pcm24k(spoken_wav))
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    assert c.until("response.done")[-1]["response"]["status"] in ("completed", "incomplete")
+
+
+def test_input_audio_over_the_turn_limit_is_cleared(rt, spoken_wav):
+    c = rt()
+    c.send(COMMIT_MODE)
+    c.until("session.updated")
+    c.append_audio(b"\x00\x00" * 2400 * 51)  # 5.1 s of silence: the server's limit is 5 s a turn
+    events = c.until("error")
+    assert events[-1]["error"]["code"] == "input_audio_too_long"
+    assert "input_audio_buffer.cleared" in types(events)
+    c.send({"type": "input_audio_buffer.commit", "event_id": "evt_c"})  # the buffer is empty now
+    assert c.until("error")[-1]["error"]["code"] == "input_audio_buffer_commit_empty"
+
+
+def sessions_open(server) -> int:
+    with urllib.request.urlopen(server + "/healthz") as r:
+        return json.load(r)["sessions"]
+
+
+def test_session_limit(rt, server):
+    deadline = time.monotonic() + 10
+    while sessions_open(server) and time.monotonic() < deadline:  # earlier tests' sessions closing
+        time.sleep(0.1)
+    held = [rt() for _ in range(3)]
+    extra = RtClient(server, API_KEY)
+    err = extra.recv()
+    assert err["type"] == "error" and err["error"]["code"] == "session_limit_reached"
+    with pytest.raises(ConnectionClosed) as e:
+        extra.recv(timeout=10)
+    assert e.value.rcvd.code == 1013
+    held[0].close()
+    deadline = time.monotonic() + 10
+    while sessions_open(server) > 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert rt()  # room again
+
+
+@pytest.mark.parametrize("key,subprotocols,ok", [
+    (None, None, False), ("wrong", None, False), (API_KEY, None, True),
+    (None, ["realtime", f"openai-insecure-api-key.{API_KEY}"], True),
+    (None, ["realtime", "openai-insecure-api-key.wrong"], False)])
+def test_api_key(server, key, subprotocols, ok):
+    c = RtClient(server, key, subprotocols=subprotocols)
+    try:
+        first = c.recv()
+        if ok:
+            assert first["type"] == "session.created"
+            if subprotocols:
+                assert c.ws.subprotocol == "realtime"  # the key is never echoed back
+        else:
+            assert first["type"] == "error" and first["error"]["code"] == "invalid_api_key"
+            with pytest.raises(ConnectionClosed) as e:
+                c.recv(timeout=10)
+            assert e.value.rcvd.code == 1008
+    finally:
+        c.close()
+
+
+def test_metrics_count_sessions_turns_and_first_audio(server):
+    req = urllib.request.Request(server + "/metrics", headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(req) as r:
+        text = r.read().decode()
+    count = [line for line in text.splitlines() if line.startswith("osum_end_of_speech_to_first_audio_seconds_count")]
+    assert count and float(count[0].split()[-1]) >= 1
+    assert 'osum_turns_total{endpoint="realtime",status="cancelled"}' in text
+    assert 'osum_errors_total{code="session_limit_reached"}' in text
+    assert "osum_realtime_sessions_opened_total" in text
+
+
+def test_every_event_kind_was_seen_and_validated():
+    """The scenarios above covered the server's event kinds (each validated on receipt)."""
+    expected = {"session.created", "session.updated", "error", "input_audio_buffer.speech_started",
+                "input_audio_buffer.speech_stopped", "input_audio_buffer.committed", "input_audio_buffer.cleared",
+                "conversation.item.created", "conversation.item.done", "conversation.item.truncated",
+                "response.created", "response.output_item.added", "response.content_part.added",
+                "response.output_audio_transcript.delta", "response.output_audio_transcript.done",
+                "response.output_audio.delta", "response.output_audio.done", "response.output_text.delta",
+                "response.output_text.done", "response.content_part.done", "response.output_item.done",
+                "response.done"}
+    assert expected <= SEEN_TYPES, expected - SEEN_TYPES
