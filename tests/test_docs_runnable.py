@@ -3,9 +3,9 @@
 The commands are the lines of fenced blocks whose info string is exactly `bash runnable` (a trailing `\\`
 continues a command), and the code spans of the command column of README's "Next steps" table. They run
 one by one (bash, pipefail), in document order, each command once, from a folder laid out like a fresh
-clone whose `exp/demo` is this session's own demo run: `recipes/demo/run.sh --max_steps 20 --stop_stage 3`
-(~1.5 min on one thread: the same recipe, stages and outputs as `bash train.sh`, with fewer steps and no
-summary, whose targets need the full run). Nothing here reads the developer's exp/.
+clone whose `exp/demo` is this session's own demo run: `recipes/demo/run.sh --max_steps 20 --stop_stage 3`,
+then its stage 5 (evaluation) (~2 min on one thread: the same recipe, stages and outputs as `bash train.sh`,
+with fewer steps and no summary, whose targets need the full run). Nothing here reads the developer's exp/.
 """
 import os
 import re
@@ -87,9 +87,11 @@ def fresh_clone(tmp_path_factory):
     demo = root / "demo_run" / "exp" / "demo"
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    r = subprocess.run(["bash", "recipes/demo/run.sh", "--dir", str(demo), "--max_steps", "20", "--stop_stage", "3"],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    # stages 0-3 with fewer steps, then the evaluation stage; not the summary, whose targets need the full run
+    for stages in (["--max_steps", "20", "--stop_stage", "3"], ["--stage", "5", "--stop_stage", "5"]):
+        r = subprocess.run(["bash", "recipes/demo/run.sh", "--dir", str(demo), *stages],
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     clone = root / "clone"
     clone.mkdir()
     for name in os.listdir(REPO):
