@@ -100,8 +100,8 @@ class Progress:
 
     # -- output --------------------------------------------------------------
     def _maybe_print(self, now: float) -> None:
-        if not self.echo or self.done == self.last_printed_done:
-            return
+        if not self.echo or self.done == self.last_printed_done or (self.first is None and not self.tty):
+            return  # in a log, the first line is the first result
         if self.tty:
             if self.last_print is None or now - self.last_print >= TTY_REFRESH_S:
                 self._draw(now)
@@ -180,3 +180,33 @@ def name_failures(path: str, limit: int = 5, what: str = "failed", key_col: int 
     names = [f"{cell(r, key_col) or cell(r, where_col) or '?'} ({cell(r, reason_col) or '?'})" for r in rows[:limit]]
     more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
     return f"{len(rows)} {what}: {', '.join(names)}{more}; the full list: {path}"
+
+
+def follow(counts, total: int | None, stop, desc: str = "", unit: str = "utt", poll_s: float = 0.5,
+           stream=None, tty=None) -> Progress:
+    """Poll `counts()` -> (done, failed) until `stop()` is true (read before the last poll, so the
+    final count is complete); one Progress line meanwhile, the final line at the end."""
+    bar = Progress(total, desc=desc, unit=unit, stream=stream, tty=tty)
+    while True:
+        finished = stop()
+        bar.set(*counts())
+        if finished:
+            break
+        time.sleep(poll_s)
+    bar.close()
+    return bar
+
+
+def follow_in_thread(counts, total: int | None, desc: str = "", unit: str = "utt"):
+    """`follow` in a daemon thread (rank 0 following every rank's files); returns `finish()`,
+    which stops it after a last poll and waits for its final line."""
+    import threading
+
+    finished = threading.Event()
+    thread = threading.Thread(target=follow, args=(counts, total, finished.is_set, desc, unit), daemon=True)
+    thread.start()
+
+    def finish():
+        finished.set()
+        thread.join()
+    return finish

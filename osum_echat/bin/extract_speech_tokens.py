@@ -21,6 +21,12 @@ counted and logged with its list file:line and key; all of them are listed in
 OUT/skipped.tsv. Samples without audio (text-only tasks) are copied unchanged.
 The last stdout line is a JSON summary.
 
+Under torchrun (several processes or machines; OUT on a filesystem they all see) each rank takes
+every WORLD_SIZE-th list entry (raw: line, shard: tar) and rank 0 merges the output list, in list
+order, and skipped.tsv once every rank is done (osum_echat/token2wav/extract_parts.py):
+    torchrun --nnodes 2 --node_rank 0 --nproc_per_node 4 --master_addr HOST --master_port 29500 \
+        -m osum_echat.bin.extract_speech_tokens --model_dir DIR --data_type raw --data LIST --output OUT
+
 --audio_field extra.NAME takes the audio path from extra[NAME] instead of "wav"
 (upstream's S2S lists keep the answer audio in extra.a_wav_path).
 """
@@ -41,27 +47,15 @@ import torch
 from common_utils.convert import _add
 from osum_echat.data.features import AUDIO_SUFFIXES, decode_audio, resample
 from osum_echat.data.sources import read_entries, resolve, tar_groups
+from osum_echat.job_ranks import JobRanks
+from osum_echat.progress import name_failures
+from osum_echat.token2wav.extract_parts import (Report, add_up, follow_progress, merge_raw, merge_skipped, raw_keys,
+                                                raw_part, skipped_part)
 from osum_echat.token2wav.speech_tokenizer import (MAX_SECONDS, TOKENIZER_RATE, SpeechTokenizer, features,
                                                    token_count)
 from osum_echat.utils import fail, get_logger
 
 log = get_logger("osum_echat.extract")
-
-
-class Report:
-    """Counts and logs skipped samples (the `counter` interface of data.sources), lists them in a tsv."""
-
-    def __init__(self, path: Path):
-        self.counts = collections.Counter()
-        self.file = open(path, "w", encoding="utf-8")
-        self.file.write("reason\twhere\tkey\tdetail\n")
-
-    def skip(self, reason: str, where: str, key, detail: str = "") -> None:
-        self.counts[reason] += 1
-        log.warning(f"skip [{reason}] {where}" + (f" key={key}" if key is not None else "") + f": {detail}")
-        cells = (reason, where, "" if key is None else str(key), detail)
-        self.file.write("\t".join(" ".join(c.split()) for c in cells) + "\n")
-        self.file.flush()
 
 
 @dataclass
@@ -81,6 +75,13 @@ class Extractor:
         self.tokenizer, self.report, self.batch_size = tokenizer, report, max(1, batch_size)
         self.checked = batch_size <= 1
         self.tokenized = 0
+        self.written = 0  # samples written to the output (tokenized or copied)
+        self.on_progress = None  # f(done, failed) after each batch
+
+    def tick(self) -> None:
+        if self.on_progress is not None:
+            skipped = self.report.total()
+            self.on_progress(self.written + skipped, skipped)
 
     def load(self, item: Item) -> bool:
         """Features of the item's audio; False (skipped, reported) when it cannot be used."""
@@ -177,13 +178,17 @@ def _absolute_paths(obj: dict, root, base: str) -> None:
             turn["wav"] = os.path.abspath(resolve(turn["wav"], root, base))
 
 
-def extract_raw(args, ex: Extractor, out_dir: Path, stats: collections.Counter) -> Path:
-    out_path = out_dir / Path(args.data).name
-    done = _done_keys(out_path)
+def extract_raw(args, ex: Extractor, out_dir: Path, stats: collections.Counter, rank: int = 0,
+                world: int = 1) -> Path:
+    out_path = raw_part(out_dir, args.data, rank, world)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    done = _done_keys(out_path) | (_done_keys(raw_part(out_dir, args.data, 0, 1)) if world > 1 else set())
     entries = read_entries(args.data, "raw", args.root)
     with open(out_path, "a", encoding="utf-8") as out:
         pending = []
-        for entry in entries:
+        for index, entry in enumerate(entries):
+            if index % world != rank:  # another rank's share
+                continue
             if entry.kind == "bad":
                 ex.report.skip("bad_json", entry.where, None, entry.value)
                 continue
@@ -230,7 +235,9 @@ def _write_raw(items: list, ex: Extractor, out, stats) -> None:
                 ex.report.skip("bad_json", it.where, it.key, f"extra: {e}")
                 continue
         out.write(json.dumps(it.record, ensure_ascii=False) + "\n")
+        ex.written += 1
     out.flush()
+    ex.tick()
 
 
 # ----------------------------------------------------------------------------- shard
@@ -253,6 +260,8 @@ def _write_shard(items: list, ex: Extractor, tar: tarfile.TarFile, stats) -> Non
             members = dict(members, extra=json.dumps(extra, ensure_ascii=False).encode())
         for suffix, data in members.items():
             _add(tar, f"{it.key}.{suffix}" if suffix else it.key, data)
+        ex.written += 1
+    ex.tick()
 
 
 def _shard_items(entry, args, ex: Extractor):
@@ -271,9 +280,17 @@ def _shard_items(entry, args, ex: Extractor):
         yield Item(where, key, members, audio)
 
 
-def extract_shard(args, ex: Extractor, out_dir: Path, stats: collections.Counter) -> Path:
+def extract_shard(args, ex: Extractor, out_dir: Path, stats: collections.Counter, rank: int = 0,
+                  world: int = 1) -> list:
+    """Names of the output tars in list order (every rank knows them; each writes its share)."""
     names, lines = collections.Counter(), []
-    for entry in read_entries(args.data, "shard", args.root):
+    for index, entry in enumerate(read_entries(args.data, "shard", args.root)):
+        if index % world != rank:  # another rank's share: only its name, for the list
+            if entry.kind == "shard" and os.path.isfile(entry.value):
+                name = Path(entry.value).name
+                names[name] += 1
+                lines.append(name if names[name] == 1 else f"{Path(name).stem}_{names[name] - 1}{Path(name).suffix}")
+            continue
         if entry.kind == "bad":
             ex.report.skip("bad_json", entry.where, None, entry.value)
             continue
@@ -301,6 +318,10 @@ def extract_shard(args, ex: Extractor, out_dir: Path, stats: collections.Counter
                     pending = []
             _write_shard(pending, ex, tar, stats)
         marker.touch()
+    return lines
+
+
+def write_shard_list(args, out_dir: Path, lines: list) -> Path:
     list_path = out_dir / Path(args.data).name
     list_path.write_text("".join(f"{n}\n" for n in lines), encoding="utf-8")
     return list_path
@@ -316,6 +337,9 @@ def main(argv=None) -> None:
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--audio_field", default="wav", help='"wav" or "extra.NAME" (a path in extra)')
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: torch's)")
+    p.add_argument("--merge_timeout", type=float, default=3600.0,
+                   help="under torchrun: seconds rank 0 waits for the other ranks once its share is done "
+                        "(and for all to start); then it merges what there is and names the missing ranks")
     p.add_argument("--providers", default=None, help="comma-separated onnxruntime providers "
                                                      "(default: those this machine's onnxruntime offers)")
     args = p.parse_args(argv)
@@ -330,13 +354,44 @@ def main(argv=None) -> None:
         fail(str(e))
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = Report(out_dir / "skipped.tsv")
+    job = JobRanks.from_env(str(out_dir / f".ranks{os.environ.get('WORLD_SIZE')}"))
+    rank, world = (job.rank, job.world_size) if job is not None else (0, 1)
+    if job is not None:
+        job.start(args.merge_timeout)
+    report = Report(skipped_part(out_dir, rank, world))
     ex, stats = Extractor(tokenizer, report, args.batch_size), collections.Counter()
-    out = (extract_raw if args.data_type == "raw" else extract_shard)(args, ex, out_dir, stats)
+    finish = follow_progress(args, ex, out_dir, job)
+    names = None
+    if args.data_type == "raw":
+        extract_raw(args, ex, out_dir, stats, rank, world)
+    else:
+        names = extract_shard(args, ex, out_dir, stats, rank, world)
     report.file.close()
-    print(json.dumps({"output": str(out), "tokenized": ex.tokenized, **stats, "skipped": dict(report.counts),
-                      "skipped_list": str(out_dir / "skipped.tsv")}, ensure_ascii=False))
+    info = {"tokenized": ex.tokenized, "stats": dict(stats), "skipped": dict(report.counts)}
+    infos, missing = {0: info}, []
+    if job is not None:
+        job.finish(info)
+        if rank != 0:
+            finish()
+            job.close()
+            return
+        infos, missing = job.wait_all(args.merge_timeout)
+        job.close()
+    finish()
+    if args.data_type == "raw":
+        out = merge_raw(out_dir, args.data, world, raw_keys(args)) if world > 1 else raw_part(out_dir, args.data, 0, 1)
+    else:
+        out = write_shard_list(args, out_dir, names) if not missing else out_dir / Path(args.data).name
+    skipped = merge_skipped(out_dir, world) if world > 1 else out_dir / "skipped.tsv"
+    print(json.dumps({"output": str(out), **add_up(list(infos.values())), "skipped_list": str(skipped)},
+                     ensure_ascii=False))
     sys.stdout.flush()
+    named = name_failures(str(skipped), what="skipped", key_col=2, reason_col=0, where_col=1, header=True)
+    if named:
+        print(named, file=sys.stderr)
+    if missing:
+        fail(f"rank(s) {', '.join(map(str, missing))} of {world} did not finish within --merge_timeout "
+             f"{args.merge_timeout:g} s: {out} lacks their share; run the same command(s) again to resume")
 
 
 if __name__ == "__main__":

@@ -196,7 +196,10 @@ def main(argv=None) -> int:
     if token2wav is None and args.rank == 0:
         print("speech outputs: tokens only (no --cosyvoice_model_path given, nothing rendered)", file=sys.stderr)
     start = time.time()
-    watcher = watch_in_thread(args) if job is not None and job.rank == 0 else None
+    if job is not None and job.rank == 0:
+        from osum_echat.infer.progress import watch_in_thread
+
+        watcher = watch_in_thread(args.output, args.world_size, args.data, args.data_type)
     counts = decode_part(model, tokenizer, config, args.data_type, args.data, args.output,
                          decoder=Decoder(model, **decode_options_from_args(args)), root=args.root, rank=args.rank,
                          world_size=args.world_size, num_workers=args.num_workers, token2wav=token2wav, speaker=speaker,
@@ -209,7 +212,10 @@ def main(argv=None) -> int:
         if job.rank != 0:
             job.close()
             return 0
-        _, missing = job.wait_all(args.merge_timeout)
+        finished, missing = job.wait_all(args.merge_timeout)
+        counts = {"decoded": sum(c["decoded"] for c in finished.values()),  # this run, every rank
+                  "failed": sum(c["failed"] for c in finished.values()),
+                  "seconds": max(c["seconds"] for c in finished.values())}
         watcher()
         job.close()
     report = merge(args.output, args.world_size)
@@ -223,23 +229,6 @@ def main(argv=None) -> int:
               f"{args.output} nor {args.output}.failed: run the same command(s) again to resume", file=sys.stderr)
         return 1
     return 0
-
-
-def watch_in_thread(args):
-    """Rank 0 of a torchrun job: one progress line over every rank's part files; returns `stop`."""
-    import threading
-
-    from osum_echat.infer.progress import to_decode, watch
-
-    total = to_decode(args.output, args.world_size, args.data, args.data_type)
-    finished = threading.Event()
-    thread = threading.Thread(target=watch, args=(args.output, args.world_size, total, finished.is_set), daemon=True)
-    thread.start()
-
-    def stop():
-        finished.set()
-        thread.join()
-    return stop
 
 
 if __name__ == "__main__":

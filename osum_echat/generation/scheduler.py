@@ -139,6 +139,8 @@ class Scheduler:
                 batch = self._drop_cancelled(batch)
                 if batch is not None and batch.rows:
                     self._step(batch)
+                if batch is not None and not batch.rows:
+                    batch = None  # the cache of the last rows goes; the next request starts a fresh one
             except Exception as e:  # noqa: BLE001 - a failed step ends the rows in it, not the loop
                 log.exception("decode step failed; its row(s) end with an error")
                 with self._lock:

@@ -13,13 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 from osum_echat.infer.results import Part, read_records
-from osum_echat.progress import Progress
-
-POLL_SECONDS = 0.5
-
+from osum_echat.progress import Progress, follow, follow_in_thread
 
 class LineCounter:
     """Lines of a file that only grows (or is emptied and starts again), read incrementally."""
@@ -80,16 +76,22 @@ def watch(output: str, world_size: int, total: int | None, stop=None, stream=Non
 
         def stop():
             return os.path.exists(done_flag) or os.getppid() != parent
-    bar = Progress(total, desc="decode", unit="utt", stream=stream, tty=tty)
-    while True:
-        finished = stop()
+
+    def this_run():  # a rerun: results the parts held before are not this run's
         n, failed = counts()
-        bar.set(n - base, failed)  # a rerun: results the parts held before are not this run's
-        if finished:
-            break
-        time.sleep(POLL_SECONDS)
-    bar.close()
-    return bar
+        return n - base, failed
+    return follow(this_run, total, stop, desc="decode", unit="utt", stream=stream, tty=tty)
+
+
+def watch_in_thread(output: str, world_size: int, data: str, data_type: str):
+    """`watch` in a thread (rank 0 of a torchrun job); returns `finish()`."""
+    counts = count_parts(output, world_size)
+    base = sum(LineCounter(Part.of(output, r, world_size).jsonl).count() for r in range(world_size))
+
+    def this_run():
+        n, failed = counts()
+        return n - base, failed
+    return follow_in_thread(this_run, to_decode(output, world_size, data, data_type), desc="decode")
 
 
 def main(argv=None) -> int:

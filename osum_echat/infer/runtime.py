@@ -186,7 +186,7 @@ class ChatPipeline:
         hop = int((conf.get("log_mel_spectrogram_conf") or {}).get("hop_length", 160))
         self.frames_per_second = self.sample_rate / hop
         self.variants = None  # osum_echat.infer.variants.WeightVariants when two checkpoints share the model
-        self._scheduler = None
+        self._scheduler = self._voice_batcher = None
         self._scheduler_lock = threading.Lock()
         self._batch_lock = threading.Lock()
 
@@ -327,6 +327,15 @@ class ChatPipeline:
                 from osum_echat.generation.scheduler import Scheduler
                 self._scheduler = Scheduler(self.model, self.decode_options.get("packed_weights", "auto"))
             return self._scheduler
+
+    @property
+    def voice_batcher(self):
+        """Streamed token2wav windows of concurrent streams solved together (token2wav/batching.py)."""
+        with self._scheduler_lock:
+            if self._voice_batcher is None and self.token2wav is not None:
+                from osum_echat.token2wav.batching import SolveBatcher
+                self._voice_batcher = SolveBatcher(self.token2wav)
+            return self._voice_batcher
 
     def stream(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
                history: Optional[list] = None, key: str = "request", cancel=None, speaker_prompt=None,

@@ -21,6 +21,7 @@ yielded (text, think, speech tokens, audio) - what a conversation keeps as histo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import queue
 import threading
@@ -132,8 +133,9 @@ class _Voice:
     END = object()
     STOP = object()
 
-    def __init__(self, t2w, prompt, events: queue.Queue, cancel: threading.Event):
+    def __init__(self, t2w, prompt, events: queue.Queue, cancel: threading.Event, batcher=None):
         self.t2w, self.prompt, self.events, self.cancel = t2w, prompt, events, cancel
+        self.batcher = batcher  # token2wav/batching.SolveBatcher shared by the pipeline's streams
         self.codes: queue.Queue = queue.Queue()
         self.thread: Optional[threading.Thread] = None
         self.busy = 0.0  # seconds spent rendering
@@ -166,13 +168,15 @@ class _Voice:
     def _run(self) -> None:
         error = None
         try:
-            t0 = time.perf_counter()
-            for chunk in self.t2w.stream(self._tokens(), prompt=self.prompt):
-                self.busy += time.perf_counter() - t0
-                if self.cancel.is_set():
-                    break
-                self.events.put(("audio", chunk.float().cpu().numpy()))
+            with self.batcher.stream() if self.batcher is not None else contextlib.nullcontext():
+                solver = self.batcher.solve if self.batcher is not None else None
                 t0 = time.perf_counter()
+                for chunk in self.t2w.stream(self._tokens(), prompt=self.prompt, solver=solver):
+                    self.busy += time.perf_counter() - t0
+                    if self.cancel.is_set():
+                        break
+                    self.events.put(("audio", chunk.float().cpu().numpy()))
+                    t0 = time.perf_counter()
         except _Stop:
             pass
         except Exception as e:  # noqa: BLE001 - reported as a note, the text still stands
@@ -209,7 +213,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
     voice = None
     if pipe.token2wav is not None and spec.speech_output:
         voice = _Voice(pipe.token2wav, speaker_prompt if speaker_prompt is not None else pipe.speaker_prompt,
-                       events, cancel)
+                       events, cancel, pipe.voice_batcher)
     vocab = pipe.scheduler.vocab
     deltas = TextDeltas(pipe.tokenizer, spec.think)
     sent_codes, sent_audio = [], []

@@ -64,7 +64,8 @@ class ConditionalCFM(nn.Module):
     @torch.inference_mode()
     def solve(self, z: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor,
               n_timesteps: int) -> torch.Tensor:
-        """z, mu, cond (1, 80, M); spks (1, 80) -> x(1) (1, 80, M) float32.
+        """z, mu, cond (B, 80, M); spks (B, 80) -> x(1) (B, 80, M) float32 (B utterances of one length:
+        streamed windows of several sessions, token2wav/batching.py).
 
         The ODE state and the schedule stay float32; a bf16 estimator only sees its inputs cast."""
         z, mu, spks, cond = z.float(), mu.float(), spks.float(), cond.float()
@@ -72,14 +73,15 @@ class ConditionalCFM(nn.Module):
         t_span = self.t_span(n_timesteps, mu)
         rate = self.cfm.inference_cfg_rate
         x, t, dt = z, t_span[0], t_span[1] - t_span[0]
-        # the unconditional row (index 1) sees zero mu / speaker / prompt condition
+        b = x.shape[0]
+        # the unconditional rows (b..2b-1) see zero mu / speaker / prompt condition
         mu_in = torch.cat([mu, torch.zeros_like(mu)]).to(est_dtype)
         spks_in = torch.cat([spks, torch.zeros_like(spks)]).to(est_dtype)
         cond_in = torch.cat([cond, torch.zeros_like(cond)]).to(est_dtype)
         for step in range(1, len(t_span)):
-            v = self.estimator(x.expand(2, -1, -1).to(est_dtype), None, mu_in, t.expand(2).to(est_dtype), spks_in,
-                               cond_in).float()
-            v_cond, v_uncond = v[:1], v[1:]
+            v = self.estimator(x.repeat(2, 1, 1).to(est_dtype), None, mu_in, t.expand(2 * b).to(est_dtype),
+                               spks_in, cond_in).float()
+            v_cond, v_uncond = v[:b], v[b:]
             x = x + dt * ((1.0 + rate) * v_cond - rate * v_uncond)
             t = t + dt
             if step < len(t_span) - 1:

@@ -98,9 +98,12 @@ class _VocoderStream:
 
 
 def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig, n_timesteps=None,
-                  generator=None, mel_out: list | None = None):
-    """The generator behind Token2Wav.stream (see the module docstring)."""
+                  generator=None, mel_out: list | None = None, solver=None):
+    """The generator behind Token2Wav.stream (see the module docstring). `solver(z, mu, spks, cond,
+    steps)`: the flow's ODE solve of a window (default `flow.decoder.solve`; batching.SolveBatcher
+    solves aligned windows of concurrent streams together)."""
     flow = t2w.flow
+    solve = solver or flow.decoder.solve
     vocab = t2w.cfg.flow.vocab_size
     steps = n_timesteps or t2w.cfg.flow.cfm.n_timesteps
     ptok, pmel, spk = t2w.prompt_tensors(prompt)
@@ -132,7 +135,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
                 z_win = torch.cat([z_prompt, z[:, :, fa:fb]], dim=-1)
             else:
                 z_win = torch.zeros_like(mu)
-            x = flow.decoder.solve(z_win, mu, spks, cond, steps)
+            x = solve(z_win, mu, spks, cond, steps)
             new = x[:, :, n_prompt_frames + e - fa:]
             if held is not None:
                 new = crossfade(held, new)

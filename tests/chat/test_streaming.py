@@ -195,6 +195,9 @@ def test_concurrent_streams_share_the_batch_and_get_their_solo_ids(pipe, wavs):
     assert sched.max_batch >= 3
     for got, want in zip(results, solo):
         assert (got.text, got.speech_tokens) == (want.text, want.speech_tokens)
+        assert (got.audio is None) == (want.audio is None)
+        assert got.audio is None or got.audio.numel() == want.audio.numel()
+    assert pipe.voice_batcher.rows >= pipe.voice_batcher.solves > 0  # their windows went through the batcher
 
 
 def test_text_deltas_cut_pieces_where_the_text_is_whole(tiny_tokenizer):

@@ -3,15 +3,11 @@ nothing more when the run took under 30 s); rate from the first result; ETA; fai
 import io
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 
 from osum_echat.infer.results import Part
 from osum_echat.progress import Progress, name_failures
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 class Clock:
@@ -74,11 +70,11 @@ def test_name_failures_first_keys_reasons_and_where_the_rest_are(tmp_path):
         f"2 skipped: gone (missing_file), l:9 (bad_json); the full list: {tsv}")
 
 
-def test_batch_watcher_shows_a_short_run_moving(tmp_path):
+def test_batch_watcher_shows_a_short_run_moving(tmp_path, capsys):
     """The watcher the batch script runs, on a 4 s run of 40 utterances written by 2 processes:
     lines in between 0 and 40 must appear (it printed only `0/40` before: one line every 30 s)."""
-    data = tmp_path / "data.list"
-    data.write_text("".join(json.dumps({"key": f"u{i}"}) + "\n" for i in range(40)))
+    from osum_echat.infer.progress import watch
+
     out = str(tmp_path / "text")
     parts = [Part.of(out, r, 2) for r in range(2)]
     os.makedirs(os.path.dirname(parts[0].jsonl))
@@ -94,11 +90,10 @@ def test_batch_watcher_shows_a_short_run_moving(tmp_path):
 
     writer = threading.Thread(target=workers)
     writer.start()
-    r = subprocess.run([sys.executable, "-m", "osum_echat.infer.progress", "--output", out, "--world_size", "2",
-                        "--data", str(data)], capture_output=True, text=True, timeout=60,
-                       env={**os.environ, "PYTHONPATH": REPO})
+    watch(out, 2, 40)
     writer.join()
-    text = r.stdout + r.stderr
+    captured = capsys.readouterr()
+    text = captured.out + captured.err
     counts = [int(line.split()[1].split("/")[0]) for line in text.splitlines() if line.startswith("decode: ")
               and "/40 utt" in line and "done," not in line]
     assert len([n for n in counts if 0 < n < 40]) >= 5, text

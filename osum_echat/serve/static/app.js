@@ -12,7 +12,7 @@ const stats = window.osum = {
   state: "disconnected", sessionId: null, events: {}, errors: [],
   samplesSent: 0, samplesScheduled: 0, audioDeltas: 0, droppedDeltas: 0, underruns: 0,
   textDeltas: 0, thinkDeltas: 0, responsesDone: 0, bargeIns: 0,
-  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "", lastMetadata: null,
+  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "", lastMetadata: null, closeCode: null,
 };
 
 let ws = null, ctx = null, mic = null, capture = null;
@@ -95,7 +95,6 @@ function stopPlayback() {
 }
 
 async function startMic() {
-  ctx = new AudioContext();
   await ctx.audioWorklet.addModule("static/capture-worklet.js");
   mic = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
@@ -249,6 +248,8 @@ function onMessage(msg) {
 // ---------------------------------------------------------------- buttons
 
 function connect() {
+  // created in the click itself: browsers start an AudioContext only after a user gesture
+  ctx = new AudioContext();
   const key = $("api_key").value.trim();
   const protocols = ["realtime"];
   if (key) protocols.push(`openai-insecure-api-key.${key}`);
@@ -258,6 +259,7 @@ function connect() {
   setState("connecting");
   ws.onmessage = onMessage;
   ws.onclose = (e) => {
+    stats.closeCode = e.code;
     log(`connection closed (${e.code}${e.reason ? ": " + e.reason : ""})`, e.code === 1000 ? "" : "error");
     hangup(false);
   };
