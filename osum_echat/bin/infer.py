@@ -212,7 +212,10 @@ def main(argv=None) -> int:
         if job.rank != 0:
             job.close()
             return 0
-        _, missing = job.wait_all(args.merge_timeout)
+        finished, missing = job.wait_all(args.merge_timeout)
+        counts = {"decoded": sum(c["decoded"] for c in finished.values()),  # this run, every rank
+                  "failed": sum(c["failed"] for c in finished.values()),
+                  "seconds": max(c["seconds"] for c in finished.values())}
         watcher()
         job.close()
     report = merge(args.output, args.world_size)

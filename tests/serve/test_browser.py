@@ -68,7 +68,7 @@ def test_page_hears_the_mic_answers_and_plays(base_url, fake_mic_wav, tmp_path):
     from playwright.sync_api import sync_playwright
 
     args = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={fake_mic_wav}%noloop", "--autoplay-policy=no-user-gesture-required"]
+            f"--use-file-for-fake-audio-capture={fake_mic_wav}%noloop"]  # autoplay: the click on Start
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
         page = talk(browser, base_url + "/")

@@ -95,7 +95,6 @@ function stopPlayback() {
 }
 
 async function startMic() {
-  ctx = new AudioContext();
   await ctx.audioWorklet.addModule("static/capture-worklet.js");
   mic = await navigator.mediaDevices.getUserMedia({
     audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true } });
@@ -249,6 +248,8 @@ function onMessage(msg) {
 // ---------------------------------------------------------------- buttons
 
 function connect() {
+  // created in the click itself: browsers start an AudioContext only after a user gesture
+  ctx = new AudioContext();
   const key = $("api_key").value.trim();
   const protocols = ["realtime"];
   if (key) protocols.push(`openai-insecure-api-key.${key}`);
