@@ -9,7 +9,7 @@ import numpy as np
 import openai
 import pytest
 import soxr
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from conftest import API_KEY, serve
 from rt_client import SEEN_TYPES, RtClient, b64, pcm24k, validate
@@ -203,6 +203,22 @@ def test_barge_in_cancels_the_answer_mid_audio(rt, spoken_wav):
     assert after[-1]["response"]["id"] != first
     # the history kept the cut answer: the next turn saw one earlier turn
     assert after[-1]["response"]["metadata"]["history_turns"] == "1"
+
+
+def test_client_gone_mid_answer(rt, server, spoken_wav):
+    before = sessions_open(server)
+    c = barge_in_setup(rt, spoken_wav)
+    c.send(COMMIT_MODE)
+    c.until("session.updated")
+    c.append_audio(pcm24k(spoken_wav))
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    c.until("response.output_audio.delta")
+    c.ws.close()  # gone while the answer streams: the request stops, the session is freed, no traceback
+    deadline = time.monotonic() + 10
+    while sessions_open(server) > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sessions_open(server) == before
 
 
 def test_response_cancel(rt, spoken_wav):
