@@ -11,9 +11,11 @@ from osum_echat.infer.conversation import Conversation
 from osum_echat.infer.runtime import ChatInputError, ChatPipeline
 from osum_echat.infer.streaming import EVENT_KINDS, TextDeltas
 
-# one task per output type the decoder knows: text, think, TTS, S2S, S2S think, interleaved (6:18)
-OUTPUT_TYPES = ["<TRANSCRIBE>", "<S2TCHAT> <THINKER>", "<TEXT2TOKEN>", "<S2TCHAT> <TEXT2TOKEN>",
-                "<S2TCHAT> <TEXT2TOKEN> <THINK>", "<S2TCHAT> <TEXT2TOKEN> <STREAMING>"]
+# one task per output type the decoder knows: text, chat, think, T2T, TTS, TTS interleaved, S2S, S2S think,
+# S2S interleaved (6:18)
+OUTPUT_TYPES = ["<TRANSCRIBE>", "<S2TCHAT>", "<S2TCHAT> <THINKER>", "<TEXT2TEXT>", "<TEXT2TOKEN>",
+                "<TEXT2TOKEN> <STREAMING>", "<S2TCHAT> <TEXT2TOKEN>", "<S2TCHAT> <TEXT2TOKEN> <THINK>",
+                "<S2TCHAT> <TEXT2TOKEN> <STREAMING>"]
 CAPS = dict(max_text_tokens=8, max_speech_tokens=40, greedy=True)
 
 
