@@ -15,7 +15,9 @@ Prints both rates and their ratio (target: >= 0.40; an even share of the CPU is 
                 OMP_NUM_THREADS, OpenMP passive waiting)
           spin  the old behaviour: OMP_NUM_THREADS only, OpenMP's default spin-waiting
           one   one thread, spin-waiting
---threads sets OMP_NUM_THREADS for the measured process (the demo's run.sh sets 2).
+--threads sets OMP_NUM_THREADS for the measured process (the demo's run.sh sets 2). Other
+OpenMP settings pass through to it, e.g. a short spin before sleeping:
+    GOMP_SPINCOUNT=10000 python bench/bench_contention.py --policy spin
 """
 from __future__ import annotations
 
@@ -70,7 +72,8 @@ def child(args) -> None:
                 break
     seconds = times[-1] - times[args.warmup - 1]
     print(json.dumps({"steps_per_s": args.steps / seconds, "seconds": seconds, "threads": torch.get_num_threads(),
-                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset")}))
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),
+                      "gomp_spincount": os.environ.get("GOMP_SPINCOUNT", "unset")}))
 
 
 def measure(args, workdir: str, tag: str) -> dict:
@@ -135,7 +138,8 @@ def main(argv=None) -> int:
         if tag in result:
             m = result[tag]
             print(f"{tag:5s}  {m['steps_per_s']:7.2f} steps/s  ({args.steps} steps in {m['seconds']:.1f} s, "
-                  f"{m['threads']} threads, OMP_WAIT_POLICY={m['omp_wait_policy']})")
+                  f"{m['threads']} threads, OMP_WAIT_POLICY={m['omp_wait_policy']}, "
+                  f"GOMP_SPINCOUNT={m['gomp_spincount']})")
     if "quiet" in result and "busy" in result:
         result["ratio"] = result["busy"]["steps_per_s"] / result["quiet"]["steps_per_s"]
         verdict = "met" if result["ratio"] >= 0.40 else "NOT met"

@@ -100,8 +100,8 @@ class Progress:
 
     # -- output --------------------------------------------------------------
     def _maybe_print(self, now: float) -> None:
-        if not self.echo or self.done == self.last_printed_done:
-            return
+        if not self.echo or self.done == self.last_printed_done or (self.first is None and not self.tty):
+            return  # in a log, the first line is the first result
         if self.tty:
             if self.last_print is None or now - self.last_print >= TTY_REFRESH_S:
                 self._draw(now)

@@ -7,7 +7,8 @@ chat, serve, token2wav, demo_web):
   (`os.sched_getaffinity`), capped by the cgroup's CPU quota (`/sys/fs/cgroup/cpu.max`, or
   cgroup v1's cpu.cfs_quota_us / cpu.cfs_period_us), rounded up. `os.cpu_count()` counts the
   host's cores, which in a container or under taskset can be many more than the job may use.
-- waiting: `OMP_WAIT_POLICY=PASSIVE` (and `KMP_BLOCKTIME=0` for Intel OpenMP builds) unless set.
+- waiting: `OMP_WAIT_POLICY=PASSIVE` (and `KMP_BLOCKTIME=0` for Intel OpenMP builds) unless set
+  (or unless `GOMP_SPINCOUNT` is: a spin count of your own choosing).
   torch's CPU wheel runs its parallel regions on GNU OpenMP (libgomp), whose idle threads spin
   for a while before they sleep. On a CPU shared with another busy process, a thread spinning at
   the end of one region holds the core its sibling needs to finish it: every small op then waits
@@ -93,7 +94,7 @@ def configure(threads: int | None = None) -> int:
     explicit `threads` changes its count (the importer chose its own); the environment still
     goes to the processes started later. Returns the count."""
     n, source = (threads, "argument") if threads else decide()
-    if os.environ.get("OSUM_OMP_WAIT", "").lower() != "spin":
+    if os.environ.get("OSUM_OMP_WAIT", "").lower() != "spin" and "GOMP_SPINCOUNT" not in os.environ:
         for name, value in WAIT_ENV.items():
             os.environ.setdefault(name, value)
     os.environ["OMP_NUM_THREADS"] = str(n)

@@ -1,11 +1,12 @@
 """Talk to a checkpoint: one task on one utterance, or a conversation read from stdin.
 
   python -m osum_echat.bin.chat --checkpoint K [--config C] [--token2wav_dir D] \
-      --task "<S2TCHAT> <TEXT2TOKEN> <THINK>" (--wav F | --text T) [--output_dir O] [--interactive]
+      --task "<S2TCHAT> <TEXT2TOKEN> <THINK>" (--wav F | --text T) [--output_dir O] [--interactive] [--stream]
   python -m osum_echat.bin.chat --list-tasks
 
-Prints the think chain and the answer; with --output_dir writes turn_N.json (task, text, think,
-speech tokens, notes, timings) and, when token2wav is configured and the task speaks, turn_N.wav
+Prints the think chain and the answer (--stream: as they are decoded, the speech rendered meanwhile);
+with --output_dir writes turn_N.json (task, text, think, speech tokens, notes, timings) and, when
+token2wav is configured and the task speaks, turn_N.wav
 (16-bit PCM; --wav_format float32 for float). Without --config the train.yaml beside the checkpoint is used.
 --interactive reads one request a line from stdin (a wav path for speech tasks, a text line for
 text tasks; "/reset" starts a new conversation) and keeps them as one conversation: the model's
@@ -68,6 +69,35 @@ def print_result(result, out=None) -> None:
     print("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()), file=out)
 
 
+def print_stream(events, out=None):
+    """Prints the think chain and the answer as they are decoded (`ChatPipeline.stream` events), then
+    what print_result prints after them; returns the Result."""
+    out = out or sys.stdout
+    shown, packets, result = None, 0, None
+    for ev in events:
+        if ev.kind in ("think_delta", "text_delta"):
+            name = "think" if ev.kind == "think_delta" else "answer"
+            if shown != name:
+                print(("\n" if shown else "") + f"{name}: ", end="", file=out)
+                shown = name
+            print(ev.text, end="", file=out, flush=True)
+        elif ev.kind == "audio":
+            packets += 1
+        elif ev.kind == "done":
+            result = ev.result
+    if shown:
+        print(file=out)
+    print(f"task: {result.task} ({result.output_type}), history turns seen: {result.history_turns}", file=out)
+    if result.speech_tokens:
+        print(f"speech tokens: {len(result.speech_tokens)}", file=out)
+    if packets:
+        print(f"audio: {packets} packets, the first after {result.timings['first_audio']:.3f} s", file=out)
+    for note in result.notes:
+        print(f"note: {note}", file=out)
+    print("timings: " + ", ".join(f"{k} {v:.3f} s" for k, v in result.timings.items()), file=out)
+    return result
+
+
 def save_result(result, output_dir: str, n: int, wav_subtype: str = "PCM_16") -> list:
     from osum_echat.infer.audio_io import write_wav
 
@@ -99,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--output_dir", default=None)
     add_wav_format_arg(ap)
     ap.add_argument("--interactive", action="store_true", help="read requests from stdin as one conversation")
+    ap.add_argument("--stream", action="store_true",
+                    help="print the think chain and the answer as they are decoded (speech rendered meanwhile)")
     ap.add_argument("--max_turns", type=int, default=None, help="history turns kept (default 5)")
     ap.add_argument("--max_context_tokens", type=int, default=None,
                     help="bound on the estimated prompt length; oldest turns dropped first")
@@ -152,8 +184,11 @@ def main(argv=None) -> int:
     conv = Conversation(pipe, task, **kw)
 
     def one(n, wav=None, text=None):
-        result = conv.say(wav=wav, text=text, prompt=args.prompt)
-        print_result(result)
+        if args.stream:
+            result = print_stream(conv.say_stream(wav=wav, text=text, prompt=args.prompt))
+        else:
+            result = conv.say(wav=wav, text=text, prompt=args.prompt)
+            print_result(result)
         if args.output_dir:
             for path in save_result(result, args.output_dir, n, SUBTYPES[args.wav_format]):
                 print(f"wrote {path}")

@@ -203,7 +203,8 @@ def main(argv=None) -> int:
     counts = decode_part(model, tokenizer, config, args.data_type, args.data, args.output,
                          decoder=Decoder(model, **decode_options_from_args(args)), root=args.root, rank=args.rank,
                          world_size=args.world_size, num_workers=args.num_workers, token2wav=token2wav, speaker=speaker,
-                         fixed_prompt=args.prompt, wav_subtype=SUBTYPES[args.wav_format])
+                         fixed_prompt=args.prompt, wav_subtype=SUBTYPES[args.wav_format],
+                         show_progress=job is None)  # under torchrun rank 0's watcher shows every rank
     if args.no_merge:
         return 0
     missing = []
@@ -212,7 +213,10 @@ def main(argv=None) -> int:
         if job.rank != 0:
             job.close()
             return 0
-        _, missing = job.wait_all(args.merge_timeout)
+        finished, missing = job.wait_all(args.merge_timeout)
+        counts = {"decoded": sum(c["decoded"] for c in finished.values()),  # this run, every rank
+                  "failed": sum(c["failed"] for c in finished.values()),
+                  "seconds": max(c["seconds"] for c in finished.values())}
         watcher()
         job.close()
     report = merge(args.output, args.world_size)

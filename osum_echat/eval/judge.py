@@ -25,13 +25,25 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osum_echat.utils import get_logger
+
+log = get_logger("osum_echat.eval")
+
 DEFAULT_SEED = 1337  # SD-Eval's seed; any fixed seed makes reruns comparable
 API_KEY_ENV = "OPENAI_API_KEY"
 NO_KEY = "EMPTY"  # local endpoints (vLLM, bin.serve) take any key
 
 
 class JudgeUnavailable(RuntimeError):
-    """The judge endpoint could not be reached or kept failing after every retry."""
+    """The judge endpoint could not be reached, kept failing after every retry, or refuses the
+    client itself (401, 403, 404: key, permission, model name)."""
+
+
+class JudgeRefusedItem(RuntimeError):
+    """The endpoint refused one request (400, 413, 422 ...): that item is invalid, the run goes on."""
+
+
+FATAL_STATUS = (401, 403, 404)  # the client's key, rights or model name: every request would fail
 
 
 @dataclass
@@ -151,12 +163,16 @@ class Judge:
         kind, e = last
         with self._lock:
             self.stats.errors[kind] = self.stats.errors.get(kind, 0) + 1
+        if kind.isdigit() and 400 <= int(kind) < 500 and int(kind) not in FATAL_STATUS and kind != "429":
+            raise JudgeRefusedItem(f"{kind}: {str(e)[:200]}")
         raise JudgeUnavailable(f"judge {self.config.model} at {self.config.base_url}: {kind} "
                                f"({type(e).__name__}: {str(e)[:200]}) after {self.config.retries + 1} attempts")
 
     def ask_all(self, requests: list) -> dict:
         """requests: (request id, item id, messages). Returns {request id: answer}; cached answers
-        are taken from the cache, the rest asked (at most `concurrency` at a time) and cached."""
+        are taken from the cache, the rest asked (at most `concurrency` at a time) and cached. A
+        request the endpoint refuses (400 ...) gets None (scored invalid; not cached, so asked again
+        next run); an unreachable or unauthorised endpoint raises JudgeUnavailable."""
         answers, todo = {}, []
         for rid, item, messages in requests:
             key = cache_key(self.config.model, messages, item)
@@ -175,7 +191,12 @@ class Judge:
             try:
                 for fut in as_completed(futures):
                     rid, item, key = futures[fut]
-                    answer = fut.result()
+                    try:
+                        answer = fut.result()
+                    except JudgeRefusedItem as e:
+                        log.warning(f"judge refused {item}: {e}; scored invalid")
+                        answers[rid] = None
+                        continue
                     self.cache.put(key, answer, {"model": self.config.model, "item": item})
                     answers[rid] = answer
                     with self._lock:

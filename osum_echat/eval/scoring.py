@@ -71,11 +71,10 @@ def score_items(suite, items: list, replies: dict, records: dict, answers: dict)
         if reply is None:
             continue
         for name in item.rubrics:
-            answer = answers.get((item.key, name))
-            if answer is None:
+            if (item.key, name) not in answers:  # not judged (no judge given)
                 continue
-            rubric = load_rubric(name)
-            for dim, value in rubric.parse(answer).items():
+            rubric = load_rubric(name)  # an answer of None (refused by the endpoint) parses as invalid
+            for dim, value in rubric.parse(answers[(item.key, name)]).items():
                 scores["judge"][suite.metric(item, dim, len(rubric.dimensions))] = value
         scores["exact"].update(suite.exact_scores(item, reply))
         if item.labels and _thinks(item.task):  # an empty chain is scored too: it names no label

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import zlib
 from collections import Counter
@@ -118,15 +117,17 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _progress(total):
-    from tqdm import tqdm
+def _progress(total, show: bool):
+    """This process's line (done/total, utt/s, ETA); `show` False where a watcher shows all processes."""
+    from osum_echat.progress import Progress
 
-    return tqdm(total=total, unit="utt", dynamic_ncols=True, disable=not sys.stderr.isatty(), file=sys.stderr)
+    return Progress(total, desc="decode", unit="utt", echo=show)
 
 
 def decode_part(model, tokenizer, config: dict, data_type: str, data_list: str, output: str, *,
                 decoder, root=None, rank: int = 0, world_size: int = 1, num_workers: int = 0,
-                token2wav=None, speaker=None, fixed_prompt=None, wav_subtype="PCM_16") -> dict:
+                token2wav=None, speaker=None, fixed_prompt=None, wav_subtype="PCM_16",
+                show_progress: bool = True) -> dict:
     """Decode this process's share of the list into its part files; returns its counts."""
     part = Part.of(output, rank, world_size)
     os.makedirs(os.path.dirname(part.jsonl), exist_ok=True)
@@ -144,13 +145,13 @@ def decode_part(model, tokenizer, config: dict, data_type: str, data_list: str, 
     writer = _Writer(part, failures, token2wav, wav_dir, speaker, wav_subtype)
     start = time.time()
     total = len(dataset.my_entries()) - len(done) if data_type == "raw" and world_size == 1 else None
-    with _progress(total) as bar, torch.no_grad():
+    with _progress(total, show_progress) as bar, torch.no_grad():
         for batch in build_dataloader(dataset, num_workers=num_workers):
             infos = [extra[DECODE_INFO] for extra in batch.extra]
             hyps = _decode_batch(decoder, batch.to(model.device))
             for hyp, task, info in zip(hyps, batch.task, infos, strict=True):
                 writer.add(hyp, task, info, f"{data_list}:{info['pos'][0]}")
-            bar.update(len(hyps))
+            bar.set(writer.decoded + failures.total(), failures.total())
     skipped = failures.total() - writer.failed
     seconds = time.time() - start
     n = writer.decoded + failures.total()

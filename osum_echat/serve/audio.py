@@ -63,8 +63,9 @@ def wav_bytes(samples: np.ndarray, rate: int) -> bytes:
     return buf.getvalue()
 
 
-class OutputResampler:
-    """One response's audio windows -> 24 kHz, continuous across windows (soxr's stream keeps state)."""
+class StreamResampler:
+    """Chunks of one stream (a response's audio windows, a client's appends) resampled as one signal:
+    soxr's stream keeps its state across chunks (the same samples as resampling the whole at once)."""
 
     def __init__(self, rate_in: int, rate_out: int = OUTPUT_RATE):
         self.same = rate_in == rate_out

@@ -72,6 +72,8 @@ class Outbox:
 
     def stop(self) -> None:
         self.closing = True
+        if self.task.done() and not self.task.cancelled():
+            self.task.exception()  # the client went away mid-send: expected, not worth a traceback
         self.task.cancel()
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from osum_echat.infer.runtime import ChatInputError, Turn
 from osum_echat.serve import protocol as P
-from osum_echat.serve.audio import OUTPUT_RATE, OutputResampler, encode_pcm16
+from osum_echat.serve.audio import OUTPUT_RATE, StreamResampler, encode_pcm16
 from osum_echat.utils import get_logger
 
 log = get_logger("osum_echat.serve")
@@ -138,7 +138,9 @@ class Responder:
     async def _consume(self, resp: Response) -> None:
         s = self.session
         user, config = resp.user, s.config
-        history, resp.history_note = s.conversation.history_for(user.seconds) if user.wav else ([], "")
+        history, resp.history_note = [], ""
+        if user.wav:  # off the event loop: the first estimate runs the encoder once
+            history, resp.history_note = await asyncio.to_thread(s.conversation.history_for, user.seconds)
         kw = dict(wav=user.wav, text=user.text, history=history or None, key=f"{s.id}-{len(s.items)}",
                   **config.decode)
         if config.instructions and config.spec.uses_prompt and config.spec.speech_input:
@@ -161,7 +163,7 @@ class Responder:
             elif kind == "speech_tokens":
                 resp.tokens.extend(ev["tokens"])
             elif kind == "audio" and resp.audio:
-                resample = resample or OutputResampler(ev["sample_rate"])
+                resample = resample or StreamResampler(ev["sample_rate"])
                 pcm = resample(ev["samples"])
                 if len(pcm):
                     await self.emit_wait(P.audio_delta(resp.id, resp.item_id, encode_pcm16(pcm)))

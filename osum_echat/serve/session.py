@@ -21,7 +21,7 @@ import numpy as np
 from osum_echat.infer.conversation import Conversation
 from osum_echat.infer.runtime import HELPER_TASKS
 from osum_echat.serve import protocol as P
-from osum_echat.serve.audio import WIRE_RATES, AudioInputError, decode_pcm16, resample, wav_bytes
+from osum_echat.serve.audio import WIRE_RATES, AudioInputError, StreamResampler, decode_pcm16, resample, wav_bytes
 from osum_echat.serve.responder import Responder, UserInput
 from osum_echat.serve.session_config import SessionConfig, SessionUpdateError
 from osum_echat.serve.vad import RATE as VAD_RATE
@@ -98,6 +98,7 @@ class RealtimeSession:
 
     # -------------------------------------------------------------- input audio
     def _reset_buffer(self) -> None:
+        self.resampler = StreamResampler(self.rate_in, VAD_RATE)  # the wire rate -> 16 kHz, one signal a turn
         self.buffer: list = []  # 16 kHz float32 chunks of the current turn
         self.buffer_start = 0  # stream position of buffer[0]
         self.turn_samples_in = 0  # wire-rate samples of the current turn (the 30 s limit)
@@ -124,7 +125,7 @@ class RealtimeSession:
             self.emit(P.buffer_cleared())
             raise ClientError("input_audio_too_long", f"the input audio buffer passed {self.settings.max_turn_audio_s:g} s "
                               "for one turn: it was cleared; commit shorter turns", "audio")
-        samples = resample(pcm.astype(np.float32) / 32768.0, self.rate_in, VAD_RATE)
+        samples = self.resampler(pcm.astype(np.float32) / 32768.0)
         self.buffer.append(samples)
         self.stream_pos += len(samples)
         if self.vad is not None:
@@ -163,6 +164,8 @@ class RealtimeSession:
             self.responder.start(self.pending)
 
     async def on_commit(self, event) -> None:
+        if self.turn_samples_in:
+            self.buffer.append(self.resampler(np.zeros(0, np.float32), last=True))  # the resampler's tail
         audio = self._buffered()
         if not len(audio):
             raise ClientError("input_audio_buffer_commit_empty", "the input audio buffer is empty: append audio "

@@ -11,9 +11,11 @@ from osum_echat.infer.conversation import Conversation
 from osum_echat.infer.runtime import ChatInputError, ChatPipeline
 from osum_echat.infer.streaming import EVENT_KINDS, TextDeltas
 
-# one task per output type the decoder knows: text, think, TTS, S2S, S2S think, interleaved (6:18)
-OUTPUT_TYPES = ["<TRANSCRIBE>", "<S2TCHAT> <THINKER>", "<TEXT2TOKEN>", "<S2TCHAT> <TEXT2TOKEN>",
-                "<S2TCHAT> <TEXT2TOKEN> <THINK>", "<S2TCHAT> <TEXT2TOKEN> <STREAMING>"]
+# one task per output type the decoder knows: text, chat, think, T2T, TTS, TTS interleaved, S2S, S2S think,
+# S2S interleaved (6:18)
+OUTPUT_TYPES = ["<TRANSCRIBE>", "<S2TCHAT>", "<S2TCHAT> <THINKER>", "<TEXT2TEXT>", "<TEXT2TOKEN>",
+                "<TEXT2TOKEN> <STREAMING>", "<S2TCHAT> <TEXT2TOKEN>", "<S2TCHAT> <TEXT2TOKEN> <THINK>",
+                "<S2TCHAT> <TEXT2TOKEN> <STREAMING>"]
 CAPS = dict(max_text_tokens=8, max_speech_tokens=40, greedy=True)
 
 
@@ -231,3 +233,28 @@ def test_conversation_keeps_a_streamed_turn_and_only_the_sent_part_of_a_cancelle
     turn = conv.truncate(played / pipe.token2wav.sample_rate)
     assert turn is conv.turns[1] and turn.speech_tokens == cut.speech_tokens[:7]
     assert len(turn.text) <= len(cut.text)
+
+
+def test_chat_cli_streams_the_answer_it_gives_without_stream(tiny_checkpoints, tiny_token2wav, wavs, tmp_path,
+                                                            capsys):
+    import json
+
+    import soundfile as sf
+
+    from osum_echat.bin import chat as chat_cli
+
+    config, a, _ = tiny_checkpoints
+    base = ["--config", config, "--checkpoint", a, "--token2wav_dir", tiny_token2wav, "--device", "cpu",
+            "--task", "<S2TCHAT> <TEXT2TOKEN>", "--wav", wavs["q"], "--greedy", "--max_text_tokens", "6",
+            "--max_speech_tokens", "30"]
+    assert chat_cli.main(base + ["--output_dir", str(tmp_path / "plain")]) == 0
+    capsys.readouterr()
+    assert chat_cli.main(base + ["--stream", "--output_dir", str(tmp_path / "stream")]) == 0
+    streamed = capsys.readouterr().out
+    assert "speech tokens: 30" in streamed and "answer: " in streamed
+    assert "audio: 3 packets, the first after" in streamed  # windows at 10, 25 and 30 codes
+    plain, stream = (json.loads((tmp_path / d / "turn_1.json").read_text()) for d in ("plain", "stream"))
+    assert {k: plain[k] for k in ("text", "think", "speech_tokens")} == {k: stream[k] for k in ("text", "think",
+                                                                                                   "speech_tokens")}
+    samples, rate = sf.read(tmp_path / "stream" / "turn_1.wav")
+    assert rate == 22050 and len(samples) == 256 * (30 * 22050 // (25 * 256))

@@ -4,7 +4,7 @@
 
 Writes its port to PORT_FILE once listening and appends one line per request to COUNT_FILE.
 MODE: scores (every answer carries a score in each rubric's format), garbage (no score anywhere),
-fail_first N (HTTP 500 for the first N requests, then scores), slow SECONDS (scores, each answer
+fail_first N (HTTP 500 for the first N requests, then scores), refuse_first N (HTTP 400 likewise), slow SECONDS (scores, each answer
 after SECONDS).
 """
 import json
@@ -38,6 +38,8 @@ def main():
                                         "temperature": body.get("temperature")}) + "\n")
             if mode == "fail_first" and n <= arg:
                 return self._send(500, {"error": {"message": "injected failure", "type": "server_error"}})
+            if mode == "refuse_first" and n <= arg:
+                return self._send(400, {"error": {"message": "context too long", "type": "invalid_request_error"}})
             if mode == "slow":
                 time.sleep(arg)
             text = GARBAGE if mode == "garbage" else SCORES

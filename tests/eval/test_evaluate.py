@@ -89,6 +89,18 @@ def test_500_then_success_is_retried(tmp_path, echat_list, eval_checkpoints, fak
     assert report["checkpoints"]["b"]["metrics"]["judge"]["emotion"]["invalid"] == 0
 
 
+def test_a_refused_request_is_one_invalid_item_not_the_run(tmp_path, echat_list, eval_checkpoints, fake_judge):
+    judge = fake_judge("refuse_first", "1")
+    out = tmp_path / "refused"
+    assert main(_args(echat_list, eval_checkpoints, out, judge.url, "--judge_concurrency", "1")) == 0
+    report = _report(out)
+    assert len(judge.requests()) == 6  # a 400 is not retried
+    assert report["judge"]["stats"]["calls"] == 5 and report["judge"]["stats"]["errors"] == {"400": 1}
+    m = [report["checkpoints"][x]["metrics"]["judge"] for x in ("a", "b")]
+    assert sum(d[k]["invalid"] for d in m for k in d) == 1 and sum(d[k]["count"] for d in m for k in d) == 5
+    assert len((out / "judge_cache.jsonl").read_text().splitlines()) == 5  # asked again next time
+
+
 def test_unreachable_judge_is_one_line_and_keeps_the_decoding(tmp_path, echat_list, eval_checkpoints, dead_url,
                                                               capsys):
     out = tmp_path / "dead"

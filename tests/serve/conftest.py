@@ -22,6 +22,14 @@ def spoken_wav(tmp_path_factory):
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def spoken_wav2(spoken_wav):
+    """A second question, 'what is the weather like'."""
+    path = Path(spoken_wav).with_name("weather.wav")
+    subprocess.run(["espeak-ng", "-w", str(path), "what is the weather like"], check=True)
+    return str(path)
+
+
 def serve(args):
     base_url, proc = start_server(args)
     try:

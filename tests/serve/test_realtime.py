@@ -9,7 +9,7 @@ import numpy as np
 import openai
 import pytest
 import soxr
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosed
 
 from conftest import API_KEY, serve
 from rt_client import SEEN_TYPES, RtClient, b64, pcm24k, validate
@@ -157,6 +157,27 @@ def test_commit_mode_two_turns_use_history(rt, spoken_wav):
     assert seen == ["0", "1"]
 
 
+def test_concurrent_sessions_get_what_they_get_alone(rt, pipe, spoken_wav, spoken_wav2):
+    """Two sessions decode at once on the one model (one batch); greedy answers equal ChatPipeline.run."""
+    clients, raws = [rt(), rt()], [pcm24k(spoken_wav), pcm24k(spoken_wav2)]
+    for c in clients:
+        c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}},
+                                                      "osum": {"decode": {"greedy": True}}}})
+        c.until("session.updated")
+    for c, raw in zip(clients, raws):
+        c.append_audio(raw)
+    for c in clients:  # both asked before either answer is read
+        c.send({"type": "input_audio_buffer.commit"})
+        c.send({"type": "response.create"})
+    for c, raw in zip(clients, raws):
+        events = c.until("response.done")
+        alone = pipe.run("<S2TCHAT> <TEXT2TOKEN>", wav=(as_16k(raw), 16000), greedy=True, max_text_tokens=8,
+                         max_speech_tokens=40)
+        transcript = "".join(e["delta"] for e in events if e["type"] == "response.output_audio_transcript.delta")
+        assert transcript == alone.text
+        assert events[-1]["response"]["usage"]["output_token_details"]["audio_tokens"] == len(alone.speech_tokens)
+
+
 def barge_in_setup(rt, spoken_wav):
     c = rt()
     c.send({"type": "session.update", "session": {"type": "realtime",
@@ -165,22 +186,39 @@ def barge_in_setup(rt, spoken_wav):
     return c
 
 
-def test_barge_in_cancels_the_answer(rt, spoken_wav):
+def test_barge_in_cancels_the_answer_mid_audio(rt, spoken_wav):
     c = barge_in_setup(rt, spoken_wav)
-    raw = pcm24k(spoken_wav, pad_before=0.3, pad_after=0.8)
-    c.append_audio(raw)
+    c.append_audio(pcm24k(spoken_wav, pad_before=0.3, pad_after=0.8))
     first = c.until("response.created")[-1]["response"]["id"]
-    c.append_audio(pcm24k(spoken_wav, pad_after=0.8))  # the user speaks again while the answer runs
-    events = c.until("input_audio_buffer.speech_started")
+    before = c.until("response.output_audio.delta")  # the answer is playing
+    c.append_audio(pcm24k(spoken_wav, pad_after=0.8))  # the user speaks again
+    events = before + c.until("input_audio_buffer.speech_started")
     events += c.until("response.done")
     done = events[-1]["response"]
     assert done["id"] == first and done["status"] == "cancelled"
     assert done["status_details"]["reason"] == "turn_detected"
+    assert done["usage"]["output_token_details"]["audio_tokens"] < 600  # stopped early
     after = c.until("response.done")  # the new turn is answered; nothing of the first follows its done
     assert all(e.get("response_id") != first for e in after)
     assert after[-1]["response"]["id"] != first
-    kept = int(done["usage"]["output_token_details"]["audio_tokens"])
-    assert kept <= 600
+    # the history kept the cut answer: the next turn saw one earlier turn
+    assert after[-1]["response"]["metadata"]["history_turns"] == "1"
+
+
+def test_client_gone_mid_answer(rt, server, spoken_wav):
+    before = sessions_open(server)
+    c = barge_in_setup(rt, spoken_wav)
+    c.send(COMMIT_MODE)
+    c.until("session.updated")
+    c.append_audio(pcm24k(spoken_wav))
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    c.until("response.output_audio.delta")
+    c.ws.close()  # gone while the answer streams: the request stops, the session is freed, no traceback
+    deadline = time.monotonic() + 10
+    while sessions_open(server) > before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sessions_open(server) == before
 
 
 def test_response_cancel(rt, spoken_wav):

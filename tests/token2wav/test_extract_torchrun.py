@@ -24,7 +24,8 @@ def two_nodes(args, cwd):
     port = free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank",
                                str(node), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-                               str(port), "-m", "osum_echat.bin.extract_speech_tokens", *args, "--merge_timeout", "120"],
+                               str(port), "-m", "osum_echat.bin.extract_speech_tokens", *args,
+                               "--merge_timeout", "120"],
                               cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for node in (0, 1)]
     outs = [p.communicate(timeout=300)[0] for p in procs]

@@ -24,27 +24,39 @@ STAGES = {"1": "understanding", "2": "generation", "3_tag_think": "empathy, tag 
 ASR_ACC_TARGET = 0.90
 ASR_WER_TARGET = 0.20
 LOSS_RATIO_TARGET = 0.5
+HELD_OUT_DECODE = {"batch_size": 9}  # the 18 held-out utterances in two batched decodes (greedy either way)
 
 
-def greedy_asr(stage_dir, data_list=None, name="greedy_asr", data_type=None):
+_LOADED = {}  # stage dir -> (model, tokenizer, config): the held-out decoding reuses the cv one's model
+
+
+def _load(stage_dir):
+    if stage_dir not in _LOADED:
+        from osum_echat.config import load_config
+        from osum_echat.models import build_model
+        from osum_echat.models.checkpoint import load_checkpoint
+        from osum_echat.tokenizer import load_tokenizer
+
+        config = load_config(os.path.join(stage_dir, "train.yaml"))
+        tokenizer = load_tokenizer(config["llm_path"])
+        model = build_model(config, device="cpu", tokenizer=tokenizer)
+        load_checkpoint(model, os.path.join(stage_dir, "final.pt"), strict=True)
+        _LOADED[stage_dir] = (model, tokenizer, config)
+    return _LOADED[stage_dir]
+
+
+def greedy_asr(stage_dir, data_list=None, name="greedy_asr", data_type=None, decode_options=None):
     """Greedy-decode stage 1's cv list (its ASR training speech), or `data_list`, with its final.pt."""
     import torch
 
-    from osum_echat.config import load_config
     from osum_echat.infer.batch import run
-    from osum_echat.models import build_model
-    from osum_echat.models.checkpoint import load_checkpoint
-    from osum_echat.tokenizer import load_tokenizer
 
-    config = load_config(os.path.join(stage_dir, "train.yaml"))
-    tokenizer = load_tokenizer(config["llm_path"])
-    model = build_model(config, device="cpu", tokenizer=tokenizer)
-    load_checkpoint(model, os.path.join(stage_dir, "final.pt"), strict=True)
+    model, tokenizer, config = _load(stage_dir)
     output = os.path.join(stage_dir, name, "text")
     shutil.rmtree(os.path.dirname(output), ignore_errors=True)  # a rerun would resume an older model's results
     with torch.no_grad():
         summary = run(model.eval(), tokenizer, config, data_type or config["train_conf"]["data_type"],
-                      data_list or os.path.join(stage_dir, "data", "cv.list"), output)
+                      data_list or os.path.join(stage_dir, "data", "cv.list"), output, decode_options=decode_options)
     with open(output + ".jsonl", encoding="utf8") as f:
         records = [json.loads(line) for line in f]
     return summary, records, output
@@ -76,7 +88,7 @@ def report_held_out(stage_dir, train_wer):
     if not os.path.exists(held_out):
         print(f"  held-out: no {os.path.normpath(held_out)} (run stage 0, or prepare_data.py --held_out_only)")
         return
-    summary, records, output = greedy_asr(stage_dir, held_out, "held_out", "raw")
+    summary, records, output = greedy_asr(stage_dir, held_out, "held_out", "raw", HELD_OUT_DECODE)
     m = summary["metrics"]
     wer = ((m.get("transcription") or {}).get("wer") or {}).get("wer")
     tags = "  ".join(f"{slot} accuracy {s['accuracy']:.3f} (n={s['count']})" if s["accuracy"] is not None
