@@ -147,6 +147,8 @@ class Responder:
             kw["prompt"] = config.instructions
         if config.variant:
             kw["variant"] = config.variant
+        if config.voice in s.engine.voices:
+            kw["voice"] = config.voice
         resample = None
         async for ev in s.engine.aevents(config.task, cancel=resp.cancel, **kw):
             kind = ev["type"]
