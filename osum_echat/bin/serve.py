@@ -14,6 +14,7 @@ import argparse
 import ipaddress
 import os
 import socket
+from pathlib import Path
 import sys
 
 from osum_echat import tasks as task_table
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint_b", default=None,
                     help="the other think checkpoint (tag/language think): sessions pick it with osum.variant 'b'")
     ap.add_argument("--speaker_prompt_wav", default=None, help="voice to speak with (token2wav front-end)")
+    ap.add_argument("--voices_dir", default=None,
+                    help="NAME.wav speaker prompts; a session picks one with session.audio.output.voice NAME")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--api_key", default=os.environ.get("OSUM_API_KEY"),
@@ -90,6 +93,8 @@ def main(argv=None) -> int:
     for name in ("max_sessions", "max_message_bytes", "send_queue"):
         if getattr(args, name) < 1:
             fail(f"--{name} must be at least 1")
+    if args.voices_dir and not Path(args.voices_dir).is_dir():
+        fail(f"--voices_dir {args.voices_dir} is not a directory")
     try:  # the port first: a busy port is found before minutes of loading
         with socket.create_server((args.host, args.port)):
             pass
@@ -116,7 +121,7 @@ def main(argv=None) -> int:
         fail(str(e))
     if pipe.token2wav is None:
         print("no --token2wav_dir: audio output is off (text answers only)", file=sys.stderr)
-    app = create_app(Engine(pipe), settings_from_args(args))
+    app = create_app(Engine(pipe, args.voices_dir), settings_from_args(args))
     print(f"serving {args.model_name} on http://{args.host}:{args.port} (WebSocket /v1/realtime, REST /v1)",
           file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws="websockets-sansio",

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from typing import AsyncIterator, Iterator, Optional
 
 from osum_echat.infer.runtime import ChatInputError, ChatPipeline, Result
 
 
 class Engine:
-    def __init__(self, pipe: ChatPipeline):
+    def __init__(self, pipe: ChatPipeline, voices_dir: Optional[str] = None):
+        """`voices_dir`: NAME.wav speaker prompts a session picks with audio.output.voice NAME."""
         self.pipe = pipe
+        self.voices = {p.stem: str(p) for p in sorted(Path(voices_dir).glob("*.wav"))} if voices_dir else {}
         self._variant_lock = threading.Lock()
         self._running = 0  # requests in flight (a weight variant can only be switched with none)
 
@@ -34,9 +37,12 @@ class Engine:
 
     # -------------------------------------------------------------- blocking
     def events(self, task: str, *, cancel: Optional[threading.Event] = None, variant: Optional[str] = None,
-               **kw) -> Iterator[dict]:
-        """The request's events as dicts (ChatInputError on bad input, from the first next())."""
+               voice: Optional[str] = None, **kw) -> Iterator[dict]:
+        """The request's events as dicts (ChatInputError on bad input, from the first next()).
+        `voice`: a name of `voices` (else the server's speaker prompt)."""
         cancel = cancel or threading.Event()
+        if voice in self.voices and self.audio_on:
+            kw["speaker_prompt"] = self.pipe.token2wav.prompt_from_wav(self.voices[voice])  # cached per file
         self._enter(variant)
         try:
             for ev in self.pipe.stream(task, cancel=cancel, **kw):

@@ -147,6 +147,8 @@ class Responder:
             kw["prompt"] = config.instructions
         if config.variant:
             kw["variant"] = config.variant
+        if config.voice in s.engine.voices:
+            kw["voice"] = config.voice
         resample = None
         async for ev in s.engine.aevents(config.task, cancel=resp.cancel, **kw):
             kind = ev["type"]
@@ -206,8 +208,11 @@ class Responder:
         self.emit(P.item_done(item, prev_item))
         if resp.user.wav is not None and status != "failed":
             turn = Turn(resp.user.wav, resp.text, list(kept), resp.user.seconds)
-            s.conversation.turns.append(turn)
+            conv = s.conversation
+            conv.turns.append(turn)
             self.turns[resp.item_id] = (turn, list(kept), resp.text)
+            for old in conv.turns[:-conv.max_turns] if conv.max_turns > 0 else conv.turns:
+                old.user_audio = b""  # never shown again (only the last max_turns are): free its audio
         tok = s.engine.pipe.tokenizer
         text_tokens = len(tok.encode(resp.text + resp.think, add_special_tokens=False)) if resp.text + resp.think else 0
         usage = {"total_tokens": text_tokens + len(resp.tokens), "input_tokens": 0,

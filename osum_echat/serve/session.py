@@ -59,7 +59,7 @@ class RealtimeSession:
 
     # -------------------------------------------------------------- dispatch
     def session_object(self) -> dict:
-        return self.config.session_object(self.id, self.model_name, self.variants)
+        return self.config.session_object(self.id, self.model_name, self.variants, tuple(self.engine.voices))
 
     async def handle(self, text) -> None:
         event_id = None
@@ -90,7 +90,7 @@ class RealtimeSession:
     # -------------------------------------------------------------- session
     async def on_session_update(self, event) -> None:
         old_vad = self.config.turn_detection
-        self.config = self.config.updated(event.get("session"), self.variants)
+        self.config = self.config.updated(event.get("session"), self.variants, tuple(self.engine.voices))
         self.conversation.task = self.config.task
         if self.config.turn_detection != old_vad:
             self._new_vad()

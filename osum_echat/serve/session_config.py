@@ -20,6 +20,7 @@ from osum_echat.serve.audio import WIRE_RATES
 
 SERVER_VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
                        "create_response": True, "interrupt_response": True}  # OpenAI's defaults
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")  # -> default
 DECODE_FIELDS = {f.name: f.type for f in dataclasses.fields(task_table.DecodeConfig)} | {"greedy": "bool"}
 OSUM_KEY = "osum"
 
@@ -60,7 +61,7 @@ class SessionConfig:
     def modalities(self) -> list:
         return ["audio"] if self.speaks else ["text"]
 
-    def session_object(self, session_id: str, model: str, variants: tuple = ()) -> dict:
+    def session_object(self, session_id: str, model: str, variants: tuple = (), voices: tuple = ()) -> dict:
         pcm = {"type": "audio/pcm", "rate": WIRE_RATES[0]}
         spec = self.spec
         return {"type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
@@ -71,9 +72,10 @@ class SessionConfig:
                           "output": {"format": pcm, "voice": self.voice, "speed": 1.0}},
                 OSUM_KEY: {"task": self.task, "input": spec.input, "think": spec.think, "speaks": spec.speech_output,
                            "audio_output": self.audio_on, "variant": self.variant, "variants": list(variants),
+                           "voices": list(voices),
                            "decode": dict(self.decode)}}
 
-    def updated(self, session: dict, variants: tuple = ()) -> "SessionConfig":
+    def updated(self, session: dict, variants: tuple = (), voices: tuple = ()) -> "SessionConfig":
         """A new config with `session` (a session.update body) applied; SessionUpdateError names the field."""
         if not isinstance(session, dict):
             raise SessionUpdateError("invalid_value", "session must be an object", "session")
@@ -94,7 +96,12 @@ class SessionConfig:
             new.turn_detection = _turn_detection(audio["input"]["turn_detection"])
         voice = (audio.get("output") or {}).get("voice")
         if voice is not None:
-            new.voice = voice if isinstance(voice, str) else str((voice or {}).get("id", ""))
+            voice = voice if isinstance(voice, str) else str((voice or {}).get("id", ""))
+            if voice not in voices and voice not in OPENAI_VOICES:
+                raise SessionUpdateError("unknown_voice", f"voice {voice!r}: this server has "
+                                         f"{list(voices) or 'no voices'} (--voices_dir NAME.wav files); OpenAI's "
+                                         "voice names use the server's speaker prompt", "session.audio.output.voice")
+            new.voice = voice
         osum = session.get(OSUM_KEY) or {}
         if not isinstance(osum, dict):
             raise SessionUpdateError("invalid_value", f"session.{OSUM_KEY} must be an object", f"session.{OSUM_KEY}")

@@ -2,6 +2,7 @@
 and plain websockets (server VAD from a spoken wav, commit mode, history, barge-in, cancel, bad
 input, limits, API key). Every server event received is validated against the SDK's types (rt_client)."""
 import json
+import shutil
 import time
 import urllib.request
 
@@ -19,10 +20,13 @@ COMMIT_MODE = {"type": "session.update", "session": {"type": "realtime", "audio"
 
 
 @pytest.fixture(scope="module")
-def server(tiny_checkpoints, tiny_token2wav):
+def server(tiny_checkpoints, tiny_token2wav, spoken_wav2, tmp_path_factory):
     config, ckpt, _ = tiny_checkpoints
+    voices = tmp_path_factory.mktemp("voices")
+    shutil.copy(spoken_wav2, voices / "narrator.wav")
     yield from serve(["--checkpoint", ckpt, "--config", config, "--token2wav_dir", tiny_token2wav, "--api_key", API_KEY,
-                      "--model_name", "tiny-echat", "--max_sessions", "3", "--max_turn_audio_s", "5", *DECODE])
+                      "--model_name", "tiny-echat", "--max_sessions", "3", "--max_turn_audio_s", "5",
+                      "--voices_dir", voices, *DECODE])
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +180,22 @@ def test_concurrent_sessions_get_what_they_get_alone(rt, pipe, spoken_wav, spoke
         transcript = "".join(e["delta"] for e in events if e["type"] == "response.output_audio_transcript.delta")
         assert transcript == alone.text
         assert events[-1]["response"]["usage"]["output_token_details"]["audio_tokens"] == len(alone.speech_tokens)
+
+
+def test_voice_picks_a_speaker_prompt(rt, spoken_wav):
+    c = rt()
+    assert c.events[0]["session"]["osum"]["voices"] == ["narrator"]
+    c.send({"type": "session.update", "event_id": "evt_v", "session": {"audio": {"output": {"voice": "nobody"}}}})
+    err = c.until("error")[-1]["error"]
+    assert err["code"] == "unknown_voice" and "narrator" in err["message"] and err["event_id"] == "evt_v"
+    c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None},
+                                                            "output": {"voice": "narrator"}}}})
+    assert c.until("session.updated")[-1]["session"]["audio"]["output"]["voice"] == "narrator"
+    c.append_audio(pcm24k(spoken_wav))
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    events = c.until("response.done")
+    assert events[-1]["response"]["status"] in ("completed", "incomplete") and audio_bytes(events) > 0
 
 
 def barge_in_setup(rt, spoken_wav):

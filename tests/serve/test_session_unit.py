@@ -19,7 +19,7 @@ THINK, ANSWER = "the user sounds happy", "glad to hear it"
 class ScriptedEngine:
     """Answers every request with a fixed think chain and answer, as ChatPipeline.stream's events."""
 
-    audio_on, variants = False, ()
+    audio_on, variants, voices = False, (), {}
 
     def __init__(self, tokenizer):
         model = types.SimpleNamespace(base_llm=lambda: types.SimpleNamespace(
