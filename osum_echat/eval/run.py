@@ -62,31 +62,47 @@ class Setup:
 
 
 class ModelBundle:
-    """(model, tokenizer, config) of one checkpoint, loaded on first use only."""
+    """(model, tokenizer, config) of one checkpoint: the config is read (and any mistake in it
+    reported) at once, the model only on first use."""
 
     def __init__(self, checkpoint: str, config: str | None, setup: Setup):
+        from osum_echat.bin.infer import anchor_paths
+        from osum_echat.config import ConfigError, load_config
+
         self.checkpoint, self.setup = checkpoint, setup
         self.config_path = config_for(config, checkpoint)
+        try:
+            self.config = load_config(self.config_path, list(setup.overrides))
+        except ConfigError as e:
+            raise EvalError(str(e)) from None
+        anchor_paths(self.config, Path(self.config_path).resolve().parent)
         self._loaded = None
 
     def get(self):
         if self._loaded is None:
             import torch
 
-            from osum_echat.config import load_config
+            from osum_echat.config import ConfigError
             from osum_echat.models import load_for_inference
+            from osum_echat.models.checkpoint import CheckpointError
             from osum_echat.tokenizer import load_tokenizer
             from osum_echat.train.devices import select_device
 
             say(f"loading {self.checkpoint} (config {self.config_path})")
-            config = load_config(self.config_path, list(self.setup.overrides))
-            from osum_echat.bin.infer import anchor_paths
-
-            anchor_paths(config, Path(self.config_path).resolve().parent)
-            tokenizer = load_tokenizer(config["llm_path"])
-            model = load_for_inference(config, self.checkpoint, select_device(self.setup.device), torch.float32,
-                                       tokenizer)
-            self._loaded = (model, tokenizer, config)
+            try:
+                tokenizer = load_tokenizer(self.config["llm_path"])
+                model = load_for_inference(self.config, self.checkpoint, select_device(self.setup.device),
+                                           torch.float32, tokenizer)
+            except ConfigError as e:
+                raise EvalError(str(e)) from None
+            except CheckpointError as e:
+                first = str(e).splitlines()[1] if "\n" in str(e) else str(e)
+                raise EvalError(f"checkpoint {self.checkpoint} does not fit config {self.config_path} ({first}); "
+                                f"give the config it was trained with") from None
+            except (OSError, RuntimeError, ValueError, KeyError) as e:
+                raise EvalError(f"checkpoint {self.checkpoint} cannot be read as model weights "
+                                f"({type(e).__name__}: {str(e)[:200]})") from None
+            self._loaded = (model, tokenizer, self.config)
         return self._loaded
 
 

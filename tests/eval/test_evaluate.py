@@ -181,3 +181,26 @@ def test_published_suites_decode_from_their_own_files(tmp_path, eval_checkpoints
     listed = [json.loads(x) for x in (out / "a/decode/list.jsonl").read_text().splitlines()]
     assert listed[0]["task"] == "<TRANSCRIBE> <S2TCHAT>" and "A. happy" in listed[0]["extra"]["question"]
     assert "not decoded 1 (missing_file 1)" in (out / "report.md").read_text()
+
+
+def test_user_mistakes_are_one_line(tmp_path, echat_list, eval_checkpoints, repo_root, capsys):
+    config, a, _ = eval_checkpoints
+    typo = tmp_path / "typo.yaml"
+    typo.write_text((repo_root / "conf/tiny_ct_config.yaml").read_text() + "\nlerning_rate: 0.1\n")
+    not_weights = tmp_path / "notes.pt"
+    not_weights.write_text("not a checkpoint")
+    cases = [(["--config", str(typo), "--checkpoint", a], "lerning_rate"),
+             (["--config", config, "--checkpoint", str(not_weights)], str(not_weights)),
+             (["--config", config, "--checkpoint", str(tmp_path / "none.pt")], "not found"),
+             (["--checkpoint", a], "train.yaml"),
+             (["--config", config, "--checkpoint", a, "--judge_base_url", "http://127.0.0.1:9/v1"], "--judge_model")]
+    for extra, expected in cases:
+        with pytest.raises(SystemExit) as e:
+            main(["--suite", "echat", "--data", echat_list, "--output", str(tmp_path / "out"), *DECODE, *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert e.value.code == 2 and err[-1].startswith("error: ") and expected in err[-1], (extra, err)
+        assert "Traceback" not in "\n".join(err)
+    with pytest.raises(SystemExit):
+        main(["--suite", "sd_eval", "--data", str(tmp_path / "test-emo.json"), "--checkpoint", a, "--config", config,
+              "--output", str(tmp_path / "out")])
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: sd_eval: file {tmp_path / 'test-emo.json'} not found"

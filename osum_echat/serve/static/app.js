@@ -10,9 +10,9 @@ const $ = (id) => document.getElementById(id);
 // Counters the browser test reads (and handy in the console).
 const stats = window.osum = {
   state: "disconnected", sessionId: null, events: {}, errors: [],
-  samplesSent: 0, samplesScheduled: 0, audioDeltas: 0, droppedDeltas: 0, underruns: 0,
+  samplesSent: 0, samplesScheduled: 0, audioDeltas: 0, droppedDeltas: 0, underruns: 0, playing: 0,
   textDeltas: 0, thinkDeltas: 0, responsesDone: 0, bargeIns: 0,
-  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "", lastMetadata: null, closeCode: null,
+  lastLatencyMs: null, latencies: [], lastAnswer: "", lastThink: "", lastMetadata: null, metadata: [], closeCode: null,
 };
 
 let ws = null, ctx = null, mic = null, capture = null;
@@ -79,7 +79,8 @@ function schedule(samples, itemId) {
   play.nextTime += buf.duration;
   play.itemSamples += samples.length;
   play.sources.add(src);
-  src.onended = () => play.sources.delete(src);
+  src.onended = () => { play.sources.delete(src); stats.playing = play.sources.size; };
+  stats.playing = play.sources.size;
   stats.samplesScheduled += samples.length;
 }
 
@@ -90,6 +91,7 @@ function stopPlayback() {
   const wasPlaying = play.sources.size > 0;
   for (const src of play.sources) { try { src.stop(); } catch (e) { /* already stopped */ } }
   play.sources.clear();
+  stats.playing = 0;
   play.nextTime = 0;
   return { wasPlaying, heardMs: Math.round(heardMs), itemId: play.itemId };
 }
@@ -207,13 +209,18 @@ const handlers = {
     if (activeResponse === r.id) activeResponse = null;
     const v = responseView(r.id);
     v.status.textContent = r.status + (r.status_details && r.status_details.reason ? ` (${r.status_details.reason})` : "");
-    stats.lastMetadata = r.metadata || null;   // the server's per-turn timings
+    stats.lastMetadata = r.metadata || null;   // the server's per-turn timings and notes
+    stats.metadata.push(stats.lastMetadata);
     turn.t0 = null;
     turn.waitingAudio = false;
     setState("listening");
   },
   "error"(e) {
     const err = e.error || {};
+    if (err.code === "response_cancel_not_active") {  // our Stop crossed the answer's end: nothing to undo
+      log(`note: ${err.message}`);
+      return;
+    }
     stats.errors.push(err);
     log(`error ${err.code || err.type}: ${err.message}`, "error");
   },
