@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import deque
+from collections import Counter, deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,9 +217,13 @@ def summary(name: str, turns: list) -> dict:
         elif b > end:
             busy, end = busy + (b - end), b
     tokens = sum(t.tokens for t in turns)
-    s = {"name": name, "turns": len(turns), "answered": sum(t.status == "completed" for t in turns),
+    # answered: a response.done with an answer (completed, or incomplete: a decode cap ended it)
+    statuses = dict(Counter(t.status for t in turns))
+    s = {"name": name, "turns": len(turns), "statuses": statuses,
+         "answered": sum(t.status in ("completed", "incomplete") for t in turns),
          "tokens": tokens, "tok_s": tokens / busy if busy else None}
-    print(f"{name}: {s['answered']}/{len(turns)} completed, {tokens} output tokens, aggregate "
+    print(f"{name}: {s['answered']}/{len(turns)} answered ({', '.join(f'{k} {v}' for k, v in sorted(statuses.items()))}), "
+          f"{tokens} output tokens, aggregate "
           f"{s['tok_s'] or 0:.1f} tokens/s (over {busy:.1f} s with a response running)")
     for k, v in cols.items():
         s[k] = {"p50": pct(v, 50), "p90": pct(v, 90), "n": sum(x is not None for x in v)}
@@ -273,7 +277,7 @@ async def load_test(url, args, extra, questions, server) -> bool:
     await asyncio.sleep(2)  # let the server settle before reading its memory
     summary(f"load {n}x{k}", turns)
     ok = check("every turn answered or errored", len(turns) == n * k and all(t.done or t.error for t in turns),
-               f"{sum(t.status == 'completed' for t in turns)} completed, {sum(bool(t.error) for t in turns)} "
+               f"{sum(t.status in ('completed', 'incomplete') for t in turns)} answered, {sum(bool(t.error) for t in turns)} "
                f"errored, {n * k - len(turns) + sum(not (t.done or t.error) for t in turns)} lost, {wall:.0f} s")
     if server:
         rss = server.rss_mb()

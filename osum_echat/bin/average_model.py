@@ -3,7 +3,8 @@
   python -m osum_echat.bin.average_model --src_path exp/run --dst_model exp/run/avg5.pt --num 5
   python -m osum_echat.bin.average_model --src_path exp/run --dst_model avg.pt --num 3 --val_best
 
-"Last" is by modification time among *.pt in src_path (init*.pt excluded).
+"Last" is by modification time among *.pt in src_path (init*.pt and the TAG.state.pt / TAG.rng.pt
+files saved beside checkpoints excluded).
 --val_best reads each checkpoint's sibling .yaml (upstream's info file) and
 takes the lowest `loss_dict.loss` (or `loss`).
 """
@@ -19,6 +20,9 @@ import yaml
 from osum_echat.models.checkpoint import CheckpointError, average_state_dicts, save_checkpoint
 
 
+SIDE_FILES = (".state.pt", ".rng.pt")  # optimizer and RNG states saved beside a checkpoint: not weights
+
+
 def _loss(info_path: Path):
     info = yaml.safe_load(info_path.read_text(encoding="utf-8")) or {}
     loss = info.get("loss_dict", {}).get("loss", info.get("loss"))
@@ -26,7 +30,7 @@ def _loss(info_path: Path):
 
 
 def pick(src: Path, num: int, val_best: bool, exclude: Path | None = None) -> list:
-    pts = [p for p in src.glob("*.pt") if not p.name.startswith("init")
+    pts = [p for p in src.glob("*.pt") if not p.name.startswith("init") and not p.name.endswith(SIDE_FILES)
            and (exclude is None or p.resolve() != exclude.resolve())]
     if val_best:
         scored = [(loss, p) for p in pts if p.with_suffix(".yaml").is_file()

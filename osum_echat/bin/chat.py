@@ -193,6 +193,17 @@ def main(argv=None) -> int:
             for path in save_result(result, args.output_dir, n, SUBTYPES[args.wav_format]):
                 print(f"wrote {path}")
 
+    try:
+        return _requests(args, conv, one, task)
+    finally:
+        pipe.close()  # the stream's decode loop ends before the interpreter does
+
+
+def _requests(args, conv, one, task: str) -> int:
+    """The one request, or (--interactive) the stdin lines as one conversation."""
+    from osum_echat.infer.runtime import ChatInputError
+    from osum_echat.utils import fail
+
     if not args.interactive:
         try:
             one(1, args.wav, args.text)

@@ -1,6 +1,6 @@
 """Per-utterance loss of a checkpoint on a data list (the fidelity tool).
 
-  python -m osum_echat.bin.compute_loss --config conf/ct_config.yaml --checkpoint CKPT.pt \
+  python -m osum_echat.bin.compute_loss --checkpoint CKPT.pt [--config conf/ct_config.yaml] \
       --data_type shard --data data/shards.list [--root DIR] --output losses.jsonl
 
 Batch size 1, no augmentation, no shuffling, no random task conversion, no
@@ -24,7 +24,7 @@ from collections import Counter
 
 import torch
 
-from osum_echat.config import ConfigError, load_config
+from osum_echat.config import ConfigError, load_config, resolve_config
 from osum_echat.data.dataset import one_by_one_config
 from osum_echat.models.build import add_dtype_arg
 from osum_echat.models.checkpoint import CheckpointError
@@ -52,7 +52,7 @@ def utterance_losses(model, dataset, skipped: Counter):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True)
+    ap.add_argument("--config", default=None, help="model config (default: train.yaml beside the checkpoint)")
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--data_type", required=True, choices=["raw", "shard", "combine"])
     ap.add_argument("--data", required=True, help="data list file")
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
         from osum_echat.models import load_model
         from osum_echat.tokenizer import load_tokenizer
 
-        config = one_by_one_config(load_config(args.config))
+        config = one_by_one_config(load_config(resolve_config(args.config, args.checkpoint)))
         tokenizer = load_tokenizer(config["llm_path"])
         model, report = load_model(config, args.checkpoint, "cpu", args.dtype, tokenizer,
                                    strict=not args.allow_partial)

@@ -328,6 +328,14 @@ class ChatPipeline:
                 self._scheduler = Scheduler(self.model, self.decode_options.get("packed_weights", "auto"))
             return self._scheduler
 
+    def close(self) -> None:
+        """Stop the decode loop `stream` started, if any (a loop thread still running torch when the
+        interpreter exits aborts the process)."""
+        with self._scheduler_lock:
+            scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            scheduler.close()
+
     @property
     def voice_batcher(self):
         """Streamed token2wav windows of concurrent streams solved together (token2wav/batching.py)."""

@@ -20,7 +20,8 @@ data_type=shard            # the demo data is written as raw jsonl and as shards
 train_engine=torch_ddp     # one CPU process: plain single-process training
 nproc_per_node=1
 threads=2                  # torch threads per process
-help_message="usage: bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--dir exp/demo] [--nproc_per_node 1]"
+max_steps=""               # cap each stage's optimizer steps (a quick smoke run; the targets need the full run)
+help_message="usage: bash recipes/demo/run.sh [--stage N] [--stop_stage N] [--dir exp/demo] [--nproc_per_node 1] [--max_steps N]"
 . tools/parse_options.sh
 
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
@@ -56,7 +57,7 @@ train_stage() {  # name number [checkpoint] [variant: stage folder and data yaml
   bash train.sh --config "$conf/stage${n}_$name.yaml" --dir "$dir/stage$s" --data_type "$data_type" \
     "${data_args[@]}" --cv_data "$dir/stage$s/data/cv.list" --device cpu --use_amp false \
     --train_engine "$train_engine" --nproc_per_node "$nproc_per_node" --num_workers 1 --prefetch 8 \
-    ${init:+--checkpoint "$init"} 2>&1 | tee "$dir/stage$s.log"
+    ${init:+--checkpoint "$init"} ${max_steps:+--max_steps "$max_steps"} 2>&1 | tee "$dir/stage$s.log"
   echo "$0: stage $s ($name) took ${SECONDS}s" | tee -a "$dir/stage$s.log"
 }
 

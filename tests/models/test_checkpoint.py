@@ -108,6 +108,8 @@ def test_average_model_cli(tmp_path):
                         tmp_path / f"step_{i}.pt")
         os.utime(tmp_path / f"step_{i}.pt", (1000 + i, 1000 + i))
         (tmp_path / f"step_{i}.yaml").write_text(f"loss_dict:\n  loss: {[0.5, 0.1, 0.3][i]}\n")
+    for side in ("step_2.state.pt", "step_2.rng.pt"):  # saved beside a checkpoint by training, newest: not weights
+        torch.save({"optimizer": {}}, tmp_path / side)
     dst = tmp_path / "avg.pt"
     assert average_model.main(["--src_path", str(tmp_path), "--dst_model", str(dst), "--num", "2"]) == 0
     avg = torch.load(dst, weights_only=True)
