@@ -8,7 +8,7 @@ from pathlib import Path
 
 SHARE_METRICS = ("reply_emotion_named", "reply_emotion_match")  # objective metrics that are 0/1 per item
 KIND_TITLES = {"judge": "Judged (rubric scores)", "exact": "Exact (multiple choice, 1 right / 0 wrong)",
-               "think": "Think-chain tags vs the query's labels (1 right / 0 wrong)",
+               "think": "Think chain vs the query's labels (1 right / 0 wrong)",
                "objective": "Objective checks of the spoken reply (no judge)"}
 
 

@@ -8,7 +8,8 @@ it is counted as `invalid`, never as 0 and never dropped. A metric that does not
 Metric kinds (the report's sections):
   judge      rubric scores, one row per suite metric (dimension, or dimension/score name)
   exact      exactly scored items (multiple choice): 1 right, 0 wrong
-  think      the think chain's tags against the query's labels, per slot: 1 right, 0 wrong
+  think      the think chain against the query's labels, per slot: 1 right, 0 wrong; a chain of
+             tags by its tags, a natural-language chain by the words naming a label (LABEL_WORDS)
   objective  of the spoken reply, no judge: reply_wer (reply text vs the scorer's transcript of the
              reply audio), reply_seconds, speech_seconds_per_char (speech tokens / 25 Hz over the
              reply text's characters), reply_emotion_named (the scorer's <EMOTION> answer on the
@@ -30,6 +31,11 @@ from .rubric import load_rubric
 from .suites import Reply
 from .suites.echat import as_tag
 
+# words that name a label in a natural-language think chain ("the speaker is a man who sounds happy");
+# a label not listed is named by its own name in lower case (<HAPPY> -> "happy")
+LABEL_WORDS = {"<MALE>": ("male", "man", "boy"), "<FEMALE>": ("female", "woman", "girl"),
+               "<ADULT>": ("adult", "man", "woman"), "<CHILD>": ("child", "kid", "boy", "girl"),
+               "<OLD>": ("old", "elderly"), "<AD>": ("adult", "man", "woman")}
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
@@ -80,9 +86,21 @@ def score_items(suite, items: list, replies: dict, records: dict, answers: dict)
         if item.labels and _thinks(item.task):  # an empty chain is scored too: it names no label
             hyp, used = tags_of(reply.think), set()
             for slot, label in item.labels.items():
-                scores["think"][f"think_{slot}"] = float(pick_class(hyp, classes[slot], used) == label)
+                said = pick_class(hyp, classes[slot], used) if hyp else named_in_words(reply.think, classes[slot])
+                scores["think"][f"think_{slot}"] = float(said == label)
         scores["objective"].update(_objective(item, reply, record))
     return rows
+
+
+def named_in_words(text: str, classes: set) -> str | None:
+    """The class a natural-language chain names first (LABEL_WORDS), None when it names none."""
+    words = tokens(text, cjk=False)
+    first = {}
+    for cls in classes:
+        hits = [words.index(w) for w in LABEL_WORDS.get(cls, (cls.strip("<>").lower(),)) if w in words]
+        if hits:
+            first[cls] = min(hits)
+    return min(first, key=lambda c: (first[c], c)) if first else None
 
 
 def _thinks(tag: str) -> bool:

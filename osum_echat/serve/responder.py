@@ -82,9 +82,10 @@ class Responder:
             return
         resp.reason = reason
         resp.cancel.set()
-        if resp.consumer is not None:
+        if resp.consumer is not None:  # running: its response.done goes out before this returns
             resp.consumer.cancel()
-        await asyncio.shield(resp.task)
+            await asyncio.shield(resp.task)
+        # else it still waits for the response before it: it will only say created + done (cancelled)
 
     async def shutdown(self) -> None:
         resp = self.current
@@ -120,9 +121,10 @@ class Responder:
         self.emit(P.output_item_added(resp.id, 0, item))
         self.emit(P.item_created(item, prev_item))
         self.emit(P.content_part_added(resp.id, resp.item_id, resp.audio))
-        resp.consumer = asyncio.create_task(self._consume(resp))
         try:
-            await resp.consumer
+            if resp.reason is None:  # not cancelled while it waited for the response before it
+                resp.consumer = asyncio.create_task(self._consume(resp))
+                await resp.consumer
         except asyncio.CancelledError:
             if resp.reason is None:
                 raise  # the session is closing

@@ -35,3 +35,17 @@ def test_think_tags_objective_and_undecoded_items():
     assert obj["reply_wer"] == 0.0 and obj["reply_seconds"] == 2.0 and obj["reply_emotion_named"] == 0.0
     assert obj["speech_seconds_per_char"] == 50 / 25 / len("i am sorry")
     assert rows[2]["scores"]["think"] == {}  # not decoded: counted in the report's not_decoded
+
+
+def test_language_think_chains_are_read_by_their_words():
+    suite = get_suite("echat")
+    think = "<S2TCHAT> <TEXT2TOKEN> <THINK>"
+    labels = [{"emotion": "<HAPPY>", "gender": "<MALE>", "age": "<ADULT>"},
+              {"emotion": "<SAD>", "gender": "<FEMALE>", "age": "<CHILD>"}]
+    items = [Item(f"k{i}", None, think, labels=lab, dimension="emotion") for i, lab in enumerate(labels)]
+    replies = {"k0": Reply("great", think="the speaker is a man who sounds happy so i share the joy"),
+               "k1": Reply("oh", think="the speaker is a woman who sounds happy")}
+    rows = score_items(suite, items, replies, {}, {})
+    assert rows[0]["scores"]["think"] == {"think_emotion": 1.0, "think_gender": 1.0, "think_age": 1.0}
+    # a woman who sounds happy: gender right, emotion wrong, age (a child) wrong
+    assert rows[1]["scores"]["think"] == {"think_emotion": 0.0, "think_gender": 1.0, "think_age": 0.0}
