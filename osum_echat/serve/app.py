@@ -9,6 +9,7 @@ key every /v1 route and /metrics need it: `Authorization: Bearer KEY`, or on the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 from pathlib import Path
@@ -45,7 +46,12 @@ class ServeSettings:
 
 
 def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
-    app = FastAPI(title="OSUM-EChat server", docs_url=None, redoc_url=None)
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):
+        yield
+        await asyncio.to_thread(engine.pipe.close)  # stop the decode loop before the interpreter exits
+
+    app = FastAPI(title="OSUM-EChat server", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.engine, app.state.settings = engine, settings
     app.state.metrics = metrics = Metrics()
     app.state.sessions = set()
