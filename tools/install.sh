@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install the pinned stack (CPU torch here; see README for GPU and Ascend).
+# Create .venv and install the pinned stack (CPU torch here; see docs/full_size.md, "Installing", for GPU and Ascend).
 # Safe to run again: it only reinstalls when requirements.txt or pyproject.toml changed.
 #   PYTHON=python3.11 VENV=.venv TORCH_SPEC="torch==2.13.0" bash tools/install.sh
 set -euo pipefail
