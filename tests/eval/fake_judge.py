@@ -35,7 +35,8 @@ def main():
                 n = seen[0]
                 with open(count_file, "a") as f:
                     f.write(json.dumps({"n": n, "model": body.get("model"), "seed": body.get("seed"),
-                                        "temperature": body.get("temperature")}) + "\n")
+                                        "temperature": body.get("temperature"),
+                                        "user": (body.get("messages") or [{}])[-1].get("content")}) + "\n")
             if mode == "fail_first" and n <= arg:
                 return self._send(500, {"error": {"message": "injected failure", "type": "server_error"}})
             if mode == "refuse_first" and n <= arg:

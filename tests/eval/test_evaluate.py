@@ -139,7 +139,7 @@ def test_killed_run_resumes_without_asking_twice(tmp_path, echat_list, eval_chec
     assert stats["cache_hits"] == cached and stats["calls"] == 6 - cached
 
 
-def test_published_suites_decode_from_their_own_files(tmp_path, eval_checkpoints, write_tone):
+def test_published_suites_decode_from_their_own_files(tmp_path, eval_checkpoints, write_tone, fake_judge):
     """SD-Eval and EchoMind files as released (audio relative to their roots) go through the same
     decoding; EchoMind's multiple choice is decoded with its question as the user prompt and scored
     exactly (a reply naming no option is invalid); one --scorer_checkpoint hears every reply (its own train.yaml, else --config)."""
@@ -169,17 +169,28 @@ def test_published_suites_decode_from_their_own_files(tmp_path, eval_checkpoints
          "options_text": "A. happy\nB. sad\nC. angry\nD. calm", "answer": "B"},
         {"question_id": "q2", "audio_dir": "target", "audio_name": "missing.wav", "question": "Who speaks?",
          "options_text": "A. a man\nB. a woman\nC. a child\nD. nobody", "answer": "A"}]))
+    (root / "script_info_synthesis.json").write_text(json.dumps([
+        {"case_id": "id_854", "topic": "school", "spoken_info": "sad-toned expressive voice", "script": "I got it back.",
+         "target_audio_info": {"target_input_audio_file": "target/q1.wav"}}]))
+    judge = fake_judge("scores")
     out = tmp_path / "em_out"
     assert main(["--suite", "echomind", "--data", str(root), "--checkpoint", a, "--checkpoint", b, "--config", config,
-                 "--scorer_checkpoint", a, "--output", str(out), *DECODE]) == 0
+                 "--scorer_checkpoint", a, "--output", str(out), *DECODE,
+                 "--judge_base_url", judge.url, "--judge_model", "judge-x"]) == 0
     report = _report(out)
     assert report["scorer"] == a
     c = report["checkpoints"]["a"]
-    assert c["decoded"] == 1 and c["not_decoded"] == 1 and c["failed"] == {"missing_file": 1}
+    assert c["decoded"] == 2 and c["not_decoded"] == 1 and c["failed"] == {"missing_file": 1}
+    # the open reply: both EchoMind rubrics, C1-C4 and the vocal-empathy proxy, as the fake judge scored them
+    assert {k: v["mean"] for k, v in c["metrics"]["judge"].items()} == {
+        "target/context_fit": 4.0, "target/response_naturalness": 3.0, "target/colloquialism_degree": 5.0,
+        "target/speech_information_relevance": 2.0, "target/vocal_empathy": 4.0}
+    assert len(judge.requests()) == 4  # 2 rubrics x 2 checkpoints; the MCQ is not judged
     mcq = c["metrics"]["exact"]["mcq_understanding"]
     assert mcq["count"] + mcq["invalid"] == 1  # the tiny model's 4 ids name an option or they do not
-    listed = [json.loads(x) for x in (out / "a/decode/list.jsonl").read_text().splitlines()]
-    assert listed[0]["task"] == "<TRANSCRIBE> <S2TCHAT>" and "A. happy" in listed[0]["extra"]["question"]
+    listed = {r["key"]: r for r in map(json.loads, (out / "a/decode/list.jsonl").read_text().splitlines())}
+    mcq_row = listed["mcq_understanding/q1"]
+    assert mcq_row["task"] == "<TRANSCRIBE> <S2TCHAT>" and "A. happy" in mcq_row["extra"]["question"]
     assert "not decoded 1 (missing_file 1)" in (out / "report.md").read_text()
 
 
@@ -204,3 +215,27 @@ def test_user_mistakes_are_one_line(tmp_path, echat_list, eval_checkpoints, repo
         main(["--suite", "sd_eval", "--data", str(tmp_path / "test-emo.json"), "--checkpoint", a, "--config", config,
               "--output", str(tmp_path / "out")])
     assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: sd_eval: file {tmp_path / 'test-emo.json'} not found"
+
+
+def test_vstyle_judged_per_category(tmp_path, eval_checkpoints, write_tone, fake_judge, eval_token2wav):
+    config, a, _ = eval_checkpoints
+    (tmp_path / "wav").mkdir()
+    rows = [{"key": f"v{i}", "wav": write_tone(tmp_path / f"wav/v{i}.wav", 0.5, 300 + 40 * i),
+             "instruction": "say good night in a whisper", "category": cat, "language": "en"}
+            for i, cat in enumerate(("acoustic_attributes", "acoustic_attributes", "role_play"))]
+    (tmp_path / "vstyle.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    judge = fake_judge("scores")
+    out = tmp_path / "vs_out"
+    assert main(["--suite", "vstyle", "--data", str(tmp_path / "vstyle.jsonl"), "--checkpoint", a, "--config", config,
+                 "--token2wav_dir", eval_token2wav, "--output", str(out), *DECODE,
+                 "--judge_base_url", judge.url, "--judge_model", "judge-x"]) == 0
+    m = _report(out)["checkpoints"]["a"]["metrics"]
+    assert {k: (v["mean"], v["count"]) for k, v in m["judge"].items()} == {"acoustic_attributes": (3.0, 2),
+                                                                           "role_play": (3.0, 1)}
+    # the judge was told what the scorer heard in each reply wav (its transcript), not "no reply audio"
+    heard = {json.loads(x)["key"]: json.loads(x)["text"] for x in (out / "a/scorer/reply_audio.jsonl").read_text().splitlines()}
+    prompts = [r["user"] for r in judge.requests()]
+    assert len(prompts) == 3 and not any("no reply audio" in p for p in prompts)
+    for i in range(3):
+        assert any(f"Reply audio transcript: {heard[f'v{i}#asr']}" in p for p in prompts)
+    assert m["objective"]["reply_seconds"]["count"] == 3

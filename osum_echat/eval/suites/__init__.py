@@ -60,10 +60,11 @@ class Suite:
     def judge_fields(self, item: Item, reply: Reply) -> dict:
         """The fields a rubric may name."""
         labels = ", ".join(f"{k}: {v}" for k, v in item.labels.items()) or "none"
+        no_audio = "unknown (no reply audio)"
+        emotion = reply.reply_emotion or ("not recognised in the reply audio" if reply.wav else no_audio)
         return {"statement": item.statement, "response": reply.text, "dimension": item.dimension,
-                "labels": labels, "reply_emotion": reply.reply_emotion or "unknown (no reply audio)",
-                "reply_asr": reply.reply_asr if reply.reply_asr is not None else "unknown (no reply audio)",
-                **item.fields}
+                "labels": labels, "reply_emotion": emotion,
+                "reply_asr": reply.reply_asr if reply.reply_asr is not None else no_audio, **item.fields}
 
     def metric(self, item: Item, dim: str, n_dims: int) -> str:
         """Report row of one rubric score: the item's dimension, plus the score's name when a rubric gives several."""
