@@ -48,6 +48,7 @@ class SessionConfig:
     turn_detection: Optional[dict] = dataclasses.field(default_factory=lambda: dict(SERVER_VAD_DEFAULTS))
     variant: Optional[str] = None
     decode: dict = dataclasses.field(default_factory=dict)
+    max_output_tokens: Optional[int] = None  # OpenAI's cap on all output tokens -> DecodeConfig.max_total_tokens
 
     @property
     def spec(self):
@@ -66,7 +67,7 @@ class SessionConfig:
         spec = self.spec
         return {"type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
                 "instructions": self.instructions, "output_modalities": self.modalities,
-                "max_output_tokens": "inf", "tools": [], "tool_choice": "auto",
+                "max_output_tokens": self.max_output_tokens or "inf", "tools": [], "tool_choice": "auto",
                 "audio": {"input": {"format": pcm, "turn_detection": copy.deepcopy(self.turn_detection),
                                     "transcription": None, "noise_reduction": None},
                           "output": {"format": pcm, "voice": self.voice, "speed": 1.0}},
@@ -87,6 +88,15 @@ class SessionConfig:
             if not isinstance(session["instructions"], str):
                 raise SessionUpdateError("invalid_value", "instructions must be a string", "session.instructions")
             new.instructions = session["instructions"]
+        if "max_output_tokens" in session:
+            cap = session["max_output_tokens"]
+            if cap in (None, "inf"):
+                new.max_output_tokens = None
+            elif isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1:
+                new.max_output_tokens = cap
+            else:
+                raise SessionUpdateError("invalid_value", "max_output_tokens must be an integer >= 1 or \"inf\"",
+                                         "session.max_output_tokens")
         audio = _object(session.get("audio"), "session.audio")
         sides = {side: _object(audio.get(side), f"session.audio.{side}") for side in ("input", "output")}
         for side, conf in sides.items():
