@@ -133,9 +133,10 @@ def test_shard_list_with_a_corrupt_tar(work, tmp_path):
 
 
 def readme_commands(repo_root) -> list:
-    readme = (repo_root / "README.md").read_text()
+    """The first shell block of docs/inference.md's "Inference and scoring" (the README's table points there)."""
+    readme = (repo_root / "docs" / "inference.md").read_text()
     section = readme[readme.index("## Inference and scoring"):]
-    start = section.index("```bash") + len("```bash")
+    start = section.index("\n", section.index("```bash")) + 1  # after the info string (`bash runnable`)
     block = section[start:section.index("```", start)]
     return [c.split("  #")[0] for c in block.replace("\\\n", " ").splitlines() if c.strip()]
 
