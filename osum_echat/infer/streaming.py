@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from osum_echat import tasks as task_table
-from osum_echat.generation.decode import ItemError, select_item, split_think
+from osum_echat.generation.decode import ItemError, select_item
 from osum_echat.models.osum_echat import spec_for_output_type
 from osum_echat.utils import get_logger
 
@@ -84,14 +84,22 @@ class TextDeltas:
 
     def flush(self) -> tuple:
         """At the text eos: the text is whole, nothing is held back."""
-        return self._emit(*split_think(self.tokenizer.decode(self.ids, skip_special_tokens=True)))
+        return self._emit(*self._split(self.tokenizer.decode(self.ids, skip_special_tokens=True)))
 
     def finish(self, think: str, answer: str) -> tuple:
         """The rest of the final (think, answer); logs if an emitted delta turned out wrong."""
+        if self.unclosed_think(think, answer):  # already streamed as think: not sent again as answer
+            return self._emit(self.think + answer[len(task_table.THINK_OPEN) + len(self.think):], "")
         if not think.startswith(self.think) or not answer.startswith(self.answer):
             log.warning("streamed text and final text differ (think %r vs %r, answer %r vs %r)",
                         self.think, think, self.answer, answer)
         return self._emit(think, answer)
+
+    def unclosed_think(self, think: str, answer: str) -> bool:
+        """A think task whose chain never closed (no THINK_CLOSE): split_think, like upstream, calls
+        the whole text the answer, "<think>" included; the stream has sent it as think."""
+        return ((self.think_task or bool(self.think)) and not think and not self.answer
+                and answer.startswith(task_table.THINK_OPEN + self.think))
 
     def _split(self, text: str) -> tuple:
         open_, close = task_table.THINK_OPEN, task_table.THINK_CLOSE
@@ -276,7 +284,11 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
         cancelled = cancel.is_set()
         if cancelled:
             _wait_stopped(ticket, voice, events)
-        if hyp is not None and not cancelled:
+        if hyp is not None and not cancelled and deltas.unclosed_think(hyp.think, hyp.text):
+            answer, think, codes = deltas.answer, deltas.think, list(hyp.speech_tokens)
+            notes.append(f"the think chain never closed ({task_table.THINK_CLOSE!r} missing): reported as "
+                         "think with an empty answer (run() reports the whole text as the answer, as upstream does)")
+        elif hyp is not None and not cancelled:
             answer, think, codes = hyp.text, hyp.think, list(hyp.speech_tokens)
         else:
             answer, think, codes = deltas.answer, deltas.think, list(sent_codes)

@@ -145,6 +145,8 @@ class Responder:
             history, resp.history_note = await asyncio.to_thread(s.conversation.history_for, user.seconds)
         kw = dict(wav=user.wav, text=user.text, history=history or None, key=f"{s.id}-{len(s.items)}",
                   **config.decode)
+        if config.max_output_tokens and "max_total_tokens" not in config.decode:
+            kw["max_total_tokens"] = config.max_output_tokens
         if config.instructions and config.spec.uses_prompt and config.spec.speech_input:
             kw["prompt"] = config.instructions
         if config.variant:

@@ -43,21 +43,26 @@ def decode_overrides(body: dict) -> dict:
     out = {}
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     if limit is not None:
-        if not isinstance(limit, int) or limit < 1:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             raise ApiError(400, "invalid_value", "max_tokens must be a positive integer", "max_tokens")
         out["max_text_tokens"] = limit
     temperature = body.get("temperature")
     if temperature is not None:
-        if not isinstance(temperature, (int, float)) or temperature < 0:
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or temperature < 0:
             raise ApiError(400, "invalid_value", "temperature must be a number >= 0", "temperature")
         if temperature == 0:
             out["greedy"] = True
         else:
             out.update(do_sample=True, temperature=float(temperature))
-    if body.get("top_p") is not None:
-        out["top_p"] = float(body["top_p"])
-    if body.get("seed") is not None:
-        out["seed"] = int(body["seed"])
+    top_p, seed = body.get("top_p"), body.get("seed")
+    if top_p is not None:
+        if not isinstance(top_p, (int, float)) or isinstance(top_p, bool) or not 0 < top_p <= 1:
+            raise ApiError(400, "invalid_value", "top_p must be a number in (0, 1]", "top_p")
+        out["top_p"] = float(top_p)
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise ApiError(400, "invalid_value", "seed must be an integer", "seed")
+        out["seed"] = seed
     return out
 
 
@@ -77,8 +82,11 @@ def _message_parts(message: dict, index: int):
         if kind == "text":
             texts.append(str(part.get("text", "")))
         elif kind == "input_audio":
-            data = (part.get("input_audio") or {}).get("data", "")
+            data = part.get("input_audio")
+            data = data.get("data") if isinstance(data, dict) else None
             try:
+                if not isinstance(data, str):
+                    raise ValueError
                 audio = base64.b64decode(data, validate=True)
             except (binascii.Error, ValueError):
                 raise ApiError(400, "invalid_base64", "input_audio.data is not valid base64",

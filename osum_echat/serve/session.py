@@ -26,6 +26,9 @@ from osum_echat.serve.responder import Responder, UserInput
 from osum_echat.serve.session_config import SessionConfig, SessionUpdateError
 from osum_echat.serve.vad import RATE as VAD_RATE
 from osum_echat.serve.vad import StreamingVad
+from osum_echat.utils import get_logger
+
+log = get_logger("osum_echat.serve")
 
 
 class ClientError(Exception):
@@ -82,10 +85,15 @@ class RealtimeSession:
             self.error(e.code, str(e), event_id, e.param)
         except AudioInputError as e:
             self.error(e.code, str(e), event_id, "audio")
+        except Exception as e:  # noqa: BLE001 - a bug met by one event must not end the session
+            log.exception("event %s failed", event_id)
+            self.error("server_error", f"the server failed on this event ({type(e).__name__}); the session goes on",
+                       event_id, type_="server_error")
 
-    def error(self, code: str, message: str, event_id: Optional[str] = None, param: Optional[str] = None) -> None:
+    def error(self, code: str, message: str, event_id: Optional[str] = None, param: Optional[str] = None,
+              type_: str = "invalid_request_error") -> None:
         self.metrics.errors.labels(code).inc()
-        self.emit(P.error(code, message, event_id, param))
+        self.emit(P.error(code, message, event_id, param, type_))
 
     # -------------------------------------------------------------- session
     async def on_session_update(self, event) -> None:

@@ -48,6 +48,7 @@ class SessionConfig:
     turn_detection: Optional[dict] = dataclasses.field(default_factory=lambda: dict(SERVER_VAD_DEFAULTS))
     variant: Optional[str] = None
     decode: dict = dataclasses.field(default_factory=dict)
+    max_output_tokens: Optional[int] = None  # OpenAI's cap on all output tokens -> DecodeConfig.max_total_tokens
 
     @property
     def spec(self):
@@ -66,7 +67,7 @@ class SessionConfig:
         spec = self.spec
         return {"type": "realtime", "object": "realtime.session", "id": session_id, "model": model,
                 "instructions": self.instructions, "output_modalities": self.modalities,
-                "max_output_tokens": "inf", "tools": [], "tool_choice": "auto",
+                "max_output_tokens": self.max_output_tokens or "inf", "tools": [], "tool_choice": "auto",
                 "audio": {"input": {"format": pcm, "turn_detection": copy.deepcopy(self.turn_detection),
                                     "transcription": None, "noise_reduction": None},
                           "output": {"format": pcm, "voice": self.voice, "speed": 1.0}},
@@ -87,28 +88,35 @@ class SessionConfig:
             if not isinstance(session["instructions"], str):
                 raise SessionUpdateError("invalid_value", "instructions must be a string", "session.instructions")
             new.instructions = session["instructions"]
-        audio = session.get("audio") or {}
-        for side in ("input", "output"):
-            fmt = (audio.get(side) or {}).get("format")
-            if fmt is not None:
-                _check_format(fmt, f"session.audio.{side}.format")
-        if "turn_detection" in (audio.get("input") or {}):
-            new.turn_detection = _turn_detection(audio["input"]["turn_detection"])
-        voice = (audio.get("output") or {}).get("voice")
+        if "max_output_tokens" in session:
+            cap = session["max_output_tokens"]
+            if cap in (None, "inf"):
+                new.max_output_tokens = None
+            elif isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1:
+                new.max_output_tokens = cap
+            else:
+                raise SessionUpdateError("invalid_value", "max_output_tokens must be an integer >= 1 or \"inf\"",
+                                         "session.max_output_tokens")
+        audio = _object(session.get("audio"), "session.audio")
+        sides = {side: _object(audio.get(side), f"session.audio.{side}") for side in ("input", "output")}
+        for side, conf in sides.items():
+            if conf.get("format") is not None:
+                _check_format(conf["format"], f"session.audio.{side}.format")
+        if "turn_detection" in sides["input"]:
+            new.turn_detection = _turn_detection(sides["input"]["turn_detection"])
+        voice = sides["output"].get("voice")
         if voice is not None:
-            voice = voice if isinstance(voice, str) else str((voice or {}).get("id", ""))
-            if voice not in voices and voice not in OPENAI_VOICES:
+            voice = voice.get("id") if isinstance(voice, dict) else voice
+            if not isinstance(voice, str) or (voice not in voices and voice not in OPENAI_VOICES):
                 raise SessionUpdateError("unknown_voice", f"voice {voice!r}: this server has "
                                          f"{list(voices) or 'no voices'} (--voices_dir NAME.wav files); OpenAI's "
                                          "voice names use the server's speaker prompt", "session.audio.output.voice")
             new.voice = voice
-        osum = session.get(OSUM_KEY) or {}
-        if not isinstance(osum, dict):
-            raise SessionUpdateError("invalid_value", f"session.{OSUM_KEY} must be an object", f"session.{OSUM_KEY}")
+        osum = _object(session.get(OSUM_KEY), f"session.{OSUM_KEY}")
         if "task" in osum:
             new.task = resolve_task(str(osum["task"]))
         if "variant" in osum:
-            if osum["variant"] not in variants:
+            if not isinstance(osum["variant"], str) or osum["variant"] not in variants:
                 raise SessionUpdateError("unknown_variant", f"variant {osum['variant']!r}: this server has "
                                          f"{list(variants) or 'one checkpoint (start it with --checkpoint_b)'}",
                                          f"session.{OSUM_KEY}.variant")
@@ -120,11 +128,20 @@ class SessionConfig:
                                      "--token2wav_dir: audio output is off; choose a text task "
                                      "(session.osum.task: chat, t2t, transcribe)", f"session.{OSUM_KEY}.task")
         modalities = session.get("output_modalities")
-        if modalities is not None and list(modalities) != new.modalities:
+        if modalities is not None and (not isinstance(modalities, list) or modalities != new.modalities):
             raise SessionUpdateError("unsupported_modalities", f"output_modalities {modalities} do not fit task "
                                      f"{new.task}, which answers with {new.modalities}; choose the task with "
                                      f"session.{OSUM_KEY}.task", "session.output_modalities")
         return new
+
+
+def _object(value, param: str) -> dict:
+    """A JSON object field ({} when absent or null)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SessionUpdateError("invalid_value", f"{param} must be an object", param)
+    return value
 
 
 def _check_format(fmt, param: str) -> None:

@@ -216,6 +216,22 @@ def test_text_deltas_cut_pieces_where_the_text_is_whole(tiny_tokenizer):
     assert sum(bool(a) for _, a in pairs) > 2  # the answer came in pieces, not at the end
 
 
+def test_text_deltas_send_an_unclosed_think_chain_once(tiny_tokenizer):
+    # the demo's tiny think checkpoints often never write THINK_CLOSE: split_think (upstream's rule) then
+    # calls the whole text, "<think>" included, the answer; the stream has already sent it as think
+    text = task_table.THINK_OPEN + "<FEMALE><SAD>i am sorry to hear that"
+    ids = tiny_tokenizer.encode(text, add_special_tokens=False)
+    deltas = TextDeltas(tiny_tokenizer, think_task=True)
+    pairs = [deltas.push(i) for i in ids]
+    from osum_echat.generation.decode import split_think
+    think, answer = split_think(tiny_tokenizer.decode(ids))
+    assert think == "" and answer == text
+    pairs.append(deltas.flush())  # the text eos, as the stream calls it
+    pairs.append(deltas.finish(think, answer))
+    assert "".join(t for t, _ in pairs) == "<FEMALE><SAD>i am sorry to hear that"
+    assert "".join(a for _, a in pairs) == ""
+
+
 def test_conversation_keeps_a_streamed_turn_and_only_the_sent_part_of_a_cancelled_one(pipe, wavs):
     conv = Conversation(pipe, "<S2TCHAT> <TEXT2TOKEN>")
     done = [e for e in conv.say_stream(wav=wavs["q"], max_text_tokens=6, max_speech_tokens=20, greedy=True)

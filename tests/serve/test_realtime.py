@@ -182,6 +182,19 @@ def test_concurrent_sessions_get_what_they_get_alone(rt, pipe, spoken_wav, spoke
         assert events[-1]["response"]["usage"]["output_token_details"]["audio_tokens"] == len(alone.speech_tokens)
 
 
+def test_max_output_tokens_caps_the_answer(rt, spoken_wav):
+    c = rt()
+    c.send({"type": "session.update", "session": {"max_output_tokens": 5, "audio": {"input": {"turn_detection": None}}}})
+    assert c.until("session.updated")[-1]["session"]["max_output_tokens"] == 5
+    c.append_audio(pcm24k(spoken_wav))
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    done = c.until("response.done")[-1]["response"]
+    assert done["usage"]["output_token_details"]["audio_tokens"] < 5  # ids of both phases count
+    c.send({"type": "session.update", "event_id": "evt_m", "session": {"max_output_tokens": 0}})
+    assert c.until("error")[-1]["error"]["param"] == "session.max_output_tokens"
+
+
 def test_voice_picks_a_speaker_prompt(rt, spoken_wav):
     c = rt()
     assert c.events[0]["session"]["osum"]["voices"] == ["narrator"]

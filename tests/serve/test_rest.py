@@ -92,6 +92,21 @@ def test_bad_requests_get_openai_errors(client):
     assert e.value.code == "not_audio"
 
 
+@pytest.mark.parametrize("body", [
+    {"messages": [{"role": "user", "content": 5}]}, {"messages": [{"role": "user", "content": [{"x": 1}]}]},
+    {"messages": "hi"}, {"messages": [5, None]}, {"messages": [{"role": "user", "content": "hi"}], "top_p": "x"},
+    {"messages": [{"role": "user", "content": "hi"}], "seed": "x"},
+    {"messages": [{"role": "user", "content": "hi"}], "max_tokens": True},
+    {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "%%"}}]}]},
+    {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": "x"}]}]}, [1], "x"])
+def test_malformed_chat_bodies_are_400s(server, body):
+    req = urllib.request.Request(server + "/v1/chat/completions", data=__import__("json").dumps(body).encode(),
+                                 headers={"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req)
+    assert e.value.code == 400 and b'"code"' in e.value.read()
+
+
 def test_api_key_required(server):
     c = openai.OpenAI(base_url=server + "/v1", api_key="wrong-key", max_retries=0)
     with pytest.raises(openai.AuthenticationError) as e:

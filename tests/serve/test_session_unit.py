@@ -101,3 +101,57 @@ def test_a_client_that_does_not_read_is_closed_and_others_are_not_slowed(monkeyp
 
     slow, fast, delivered = asyncio.run(asyncio.wait_for(scenario(), 10))
     assert slow and not fast and delivered == 50
+
+
+def malformed_events():
+    """Events of served types with fields of every wrong JSON type, nested session fields included."""
+    values = [None, 1, -1, 1.5, True, "x", "", [], [1], {}, {"a": 1}, "AAAA", "A"]
+    for type_ in ("session.update", "input_audio_buffer.append", "input_audio_buffer.commit", "input_audio_buffer.clear",
+                  "conversation.item.create", "conversation.item.truncate", "response.create", "response.cancel"):
+        for key in ("session", "audio", "item", "item_id", "audio_end_ms", "content_index", "event_id"):
+            for v in values:
+                yield {"type": type_, key: v}
+    for path in (("audio",), ("audio", "input"), ("audio", "output"), ("audio", "input", "format"),
+                 ("audio", "input", "format", "rate"), ("audio", "input", "turn_detection"),
+                 ("audio", "input", "turn_detection", "threshold"), ("audio", "output", "voice"), ("osum",),
+                 ("osum", "task"), ("osum", "decode"), ("osum", "variant"), ("instructions",), ("output_modalities",)):
+        for v in values:
+            for k in reversed(path):
+                v = {k: v}
+            yield {"type": "session.update", "session": v}
+    for v in values:
+        yield {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": v}}
+        for part in ({"type": "input_text", "text": v}, {"type": "input_audio", "audio": v}, v):
+            yield {"type": "conversation.item.create", "item": {"type": "message", "role": "user", "content": [part]}}
+    yield from ([1], "x", 3, None, {"type": 5}, {"event_id": "e"})
+
+
+def test_no_malformed_event_breaks_the_session(tiny_tokenizer):
+    sent = []
+
+    async def emit_wait(ev):
+        sent.append(ev)
+
+    async def scenario():
+        s = RealtimeSession(ScriptedEngine(tiny_tokenizer), ServeSettings(), sent.append, emit_wait,
+                            SileroModel.load(), Metrics(), "m")
+        n = 0
+        for event in malformed_events():
+            await s.handle(json.dumps(event))  # raises nothing
+            n += 1
+            if s.responder.current is not None:
+                await s.responder.current.task
+        # still a working session: a commit-mode turn is answered
+        for event in ({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None}}}},
+                      {"type": "input_audio_buffer.append", "audio": b64(np.zeros(4800, "<i2").tobytes())},
+                      {"type": "input_audio_buffer.commit"}, {"type": "response.create"}):
+            await s.handle(json.dumps(event))
+        await s.responder.current.task
+        return n
+
+    n = asyncio.run(scenario())
+    errors = [e for e in sent if e["type"] == "error"]
+    assert len(errors) > n // 2 and all(e["error"]["message"] for e in errors)
+    for ev in sent:
+        validate(ev)
+    assert sent[-1]["type"] == "response.done" and sent[-1]["response"]["status"] == "completed"

@@ -24,7 +24,7 @@ STAGES = {"1": "understanding", "2": "generation", "3_tag_think": "empathy, tag 
 ASR_ACC_TARGET = 0.90
 ASR_WER_TARGET = 0.20
 LOSS_RATIO_TARGET = 0.5
-HELD_OUT_DECODE = {"batch_size": 9}  # the 18 held-out utterances in two batched decodes (greedy either way)
+HELD_OUT_DECODE = {"batch_size": 9}  # 18 utterances in two batches; otherwise decoded as the training-speech figures
 
 
 _LOADED = {}  # stage dir -> (model, tokenizer, config): the held-out decoding reuses the cv one's model
