@@ -19,6 +19,7 @@ row waits for the prefills of the requests admitted before its next step.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Optional
 
 import torch
@@ -78,6 +79,8 @@ class Scheduler:
         self.steps = 0  # decode steps run (for tests and metrics)
         self.max_batch = 0  # most rows stepped together so far
         self.trimmed = 0  # cache columns dropped after longer rows left
+        self.tokens_out = 0  # ids decoded, all rows together (metrics: the decoder's own rate)
+        self.busy_seconds = 0.0  # wall time spent prefilling and stepping
 
     # ------------------------------------------------------------------ API
     def submit(self, key: str, spec, conf, embeds: torch.Tensor, on_event: Callable,
@@ -134,6 +137,7 @@ class Scheduler:
                     return
                 room = self.max_rows - len(self._active)
                 admit, self._pending = self._pending[:room], self._pending[room:]
+            t0 = time.perf_counter()
             try:
                 batch = self._admit(batch, admit)
                 batch = self._drop_cancelled(batch)
@@ -148,6 +152,7 @@ class Scheduler:
                 for t in failed + admit:
                     t._finish("error", f"decode_error: {type(e).__name__}: {e}")
                 batch = None
+            self.busy_seconds += time.perf_counter() - t0
 
     def _admit(self, batch: Optional[DecodeBatch], tickets: list) -> Optional[DecodeBatch]:
         for t in tickets:
@@ -195,6 +200,7 @@ class Scheduler:
                             len(batch.rows)):
             out = batch.step()
         self.steps += 1
+        self.tokens_out += len(out)
         by_row = {id(t.row): t for t in tickets}
         finished = []
         for row, phase, token in out:

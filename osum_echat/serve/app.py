@@ -54,6 +54,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     app = FastAPI(title="OSUM-EChat server", docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.engine, app.state.settings = engine, settings
     app.state.metrics = metrics = Metrics()
+    metrics.watch_decoder(engine.pipe.scheduler)
     app.state.sessions = set()
     app.state.vad_model = SileroModel.load()  # shared by every session's VAD
 

@@ -23,5 +23,13 @@ class Metrics:
                                     "end of user speech (commit) -> first text delta sent",
                                     buckets=FIRST_AUDIO_BUCKETS, registry=self.registry)
 
+    def watch_decoder(self, scheduler) -> None:
+        """The shared decode loop's own counters (generation/scheduler.py), read at each scrape:
+        ids decoded / seconds busy is the decoder's aggregate rate over all sessions."""
+        Gauge("osum_decode_tokens", "ids decoded by the shared decode loop, all sessions",
+              registry=self.registry).set_function(lambda: scheduler.tokens_out)
+        Gauge("osum_decode_busy_seconds", "seconds the shared decode loop spent prefilling and stepping",
+              registry=self.registry).set_function(lambda: scheduler.busy_seconds)
+
     def text(self) -> bytes:
         return generate_latest(self.registry)

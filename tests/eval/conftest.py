@@ -1,6 +1,5 @@
 """Fixtures of the evaluation tests: two tiny checkpoints, a tiny token2wav, a judge endpoint process."""
 import json
-import os
 import subprocess
 import sys
 import time
@@ -9,34 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="session")
-def eval_checkpoints(tmp_path_factory, repo_root, tiny_tokenizer):
-    """(config path, a.pt, b.pt): b differs from a in the adapter projection only."""
-    from osum_echat.config import load_config
-    from osum_echat.models import build_model
-    from osum_echat.models.checkpoint import save_checkpoint
-
-    out = tmp_path_factory.mktemp("eval_ckpt")
-    torch.manual_seed(0)
-    model = build_model(load_config(repo_root / "conf/tiny_ct_config.yaml"), tokenizer=tiny_tokenizer)
-    state = model.state_dict()
-    save_checkpoint(state, out / "a.pt")
-    state = dict(state)
-    state["speech_llama_proj.weight"] = state["speech_llama_proj.weight"] + 0.5
-    save_checkpoint(state, out / "b.pt")
-    return str(repo_root / "conf/tiny_ct_config.yaml"), str(out / "a.pt"), str(out / "b.pt")
+def eval_checkpoints(tiny_checkpoints):
+    """(config path, a.pt, b.pt): b differs from a in the adapter projection only (tests/conftest.py)."""
+    return tiny_checkpoints
 
 
 @pytest.fixture(scope="session")
-def eval_token2wav(tmp_path_factory):
-    from osum_echat.bin.token2wav import make_tiny
-
-    return str(make_tiny(tmp_path_factory.mktemp("eval_t2w")))
+def eval_token2wav(tiny_token2wav):
+    return tiny_token2wav
 
 
 class FakeJudge:

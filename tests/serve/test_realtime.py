@@ -395,6 +395,9 @@ def test_metrics_count_sessions_turns_and_first_audio(server):
     assert 'osum_turns_total{endpoint="realtime",status="cancelled"}' in text
     assert 'osum_errors_total{code="session_limit_reached"}' in text
     assert "osum_realtime_sessions_opened_total" in text
+    decoder = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+               if line.startswith("osum_decode_")}
+    assert decoder["osum_decode_tokens"] >= 1 and decoder["osum_decode_busy_seconds"] > 0  # turns above decoded
 
 
 def test_every_event_kind_was_seen_and_validated():
