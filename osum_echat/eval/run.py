@@ -243,10 +243,13 @@ def evaluate(setup: Setup) -> dict:
         mine = {rid[1:]: a for rid, a in answers.items() if rid[0] == label}
         rows = scoring.score_items(suite, items, replies, records, mine)
         write_list(rows, os.path.join(out, "scores.jsonl"))
+        metrics = scoring.summarize(rows)
+        for kind, extra in suite.derived_metrics(metrics).items():
+            metrics.setdefault(kind, {}).update(extra)
         report["checkpoints"][label] = {
             "checkpoint": bundle.checkpoint, "decoded": sum(r["decoded"] for r in rows),
             "not_decoded": sum(not r["decoded"] for r in rows), "failed": failed,
-            "metrics": scoring.summarize(rows)}
+            "metrics": metrics}
     paths = judged_report.write(report, setup.output)
     say(f"report: {paths['md']}, {paths['json']}" + (f", chart {paths['chart']}" if paths["chart"] else ""))
     return report

@@ -220,9 +220,9 @@ def test_user_mistakes_are_one_line(tmp_path, echat_list, eval_checkpoints, repo
 def test_vstyle_judged_per_category(tmp_path, eval_checkpoints, write_tone, fake_judge, eval_token2wav):
     config, a, _ = eval_checkpoints
     (tmp_path / "wav").mkdir()
-    rows = [{"key": f"v{i}", "wav": write_tone(tmp_path / f"wav/v{i}.wav", 0.5, 300 + 40 * i),
-             "instruction": "say good night in a whisper", "category": cat, "language": "en"}
-            for i, cat in enumerate(("acoustic_attributes", "acoustic_attributes", "role_play"))]
+    rows = [{"instruct_id": i, "instruct_audio_path": write_tone(tmp_path / f"wav/v{i}.wav", 0.5, 300 + 40 * i),
+             "instruct_text": "say good night in a whisper", "ability": ability}
+            for i, ability in enumerate(("acoustic_attributes/volume", "acoustic_attributes/volume", "role_play/character"))]
     (tmp_path / "vstyle.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     judge = fake_judge("scores")
     out = tmp_path / "vs_out"
@@ -230,12 +230,13 @@ def test_vstyle_judged_per_category(tmp_path, eval_checkpoints, write_tone, fake
                  "--token2wav_dir", eval_token2wav, "--output", str(out), *DECODE,
                  "--judge_base_url", judge.url, "--judge_model", "judge-x"]) == 0
     m = _report(out)["checkpoints"]["a"]["metrics"]
-    assert {k: (v["mean"], v["count"]) for k, v in m["judge"].items()} == {"acoustic_attributes": (3.0, 2),
-                                                                           "role_play": (3.0, 1)}
+    assert {k: (v["mean"], v["count"]) for k, v in m["judge"].items()} == {
+        "acoustic_attributes/volume": (3.0, 2), "role_play/character": (3.0, 1), "weighted overall": (3.0, 3),
+        "weighted acoustic_attributes": (3.0, 2), "weighted role_play": (3.0, 1)}
     # the judge was told what the scorer heard in each reply wav (its transcript), not "no reply audio"
     heard = {json.loads(x)["key"]: json.loads(x)["text"] for x in (out / "a/scorer/reply_audio.jsonl").read_text().splitlines()}
     prompts = [r["user"] for r in judge.requests()]
     assert len(prompts) == 3 and not any("no reply audio" in p for p in prompts)
     for i in range(3):
-        assert any(f"Reply audio transcript: {heard[f'v{i}#asr']}" in p for p in prompts)
+        assert any(f"Reply audio transcript: {heard[f'{i}#asr']}" in p for p in prompts)
     assert m["objective"]["reply_seconds"]["count"] == 3

@@ -22,8 +22,12 @@ RECORDED = [
      {"context_fit": 4.0, "response_naturalness": None, "colloquialism_degree": None,
       "speech_information_relevance": None}),
     ("echomind_vocal_empathy", '{"VES_score": 2, "explanation": "cheerful to a sad speaker"}', {"vocal_empathy": 2.0}),
-    ("vstyle", "Content right, the whisper was not followed.\nFinal score: [[2]]", {"style": 2.0}),
-    ("vstyle", "Rating: [[4]]", {"style": None}),  # another rubric's format does not count
+    ("vstyle_acoustic_attributes", "Content right, the whisper was not followed.\nFinal score: [[2]]", {"score": 2.0}),
+    # VStyle reads the last [[N]] of the answer (gemini_eval.py parse_score), "Final score:" or not
+    ("vstyle_empathy", "Step 5: too brief, rate: [[3]]", {"score": 3.0}),
+    ("vstyle_role_play", "style [[2]] at first, on reflection\nFinal score: [[4]]", {"score": 4.0}),
+    ("vstyle_instruction", "Final score: [[6]]", {"score": None}),  # out of 1-5
+    ("vstyle_instruction", "The style was followed.", {"score": None}),
     ("echat", "Comforts the sad speaker in a gentle tone. Score: [[5]]", {"fit": 5.0}),
     ("echat", "", {"fit": None}),
 ]
@@ -37,7 +41,8 @@ def test_recorded_answers(name, answer, expected):
 def test_every_rubric_file_loads_and_cites_a_source():
     names = sorted(p.stem for p in RUBRIC_DIR.glob("*.txt"))
     assert {"echat", "sd_eval_test-emo", "sd_eval_test-acc", "sd_eval_test-age", "sd_eval_test-env",
-            "echomind_response", "echomind_vocal_empathy", "vstyle"} <= set(names)
+            "echomind_response", "echomind_vocal_empathy", "vstyle_acoustic_attributes",
+            "vstyle_instruction", "vstyle_role_play", "vstyle_empathy"} <= set(names)
     for name in names:
         r = load_rubric(name)
         assert r.source and r.dimensions and r.user

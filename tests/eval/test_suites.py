@@ -82,18 +82,57 @@ def test_echomind_missing_script_field(tmp_path):
         get_suite("echomind").read(str(tmp_path / "script_info_human.json"), None)
 
 
-def test_vstyle_jsonl(tmp_path):
-    rows = [{"key": "v1", "wav": "wav/v1.wav", "instruction": "Say good night in a whisper.",
-             "category": "acoustic_attributes", "language": "en"},
-            {"id": "v2", "audio": "/abs/v2.wav", "text": "Comfort me, I lost my keys.", "task": "implicit_empathy"}]
-    (tmp_path / "vstyle.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    items = get_suite("vstyle").read(str(tmp_path / "vstyle.jsonl"), None)
-    assert [(i.key, i.dimension) for i in items] == [("v1", "acoustic_attributes"), ("v2", "implicit_empathy")]
-    assert items[0].wav == str(tmp_path / "wav/v1.wav") and items[1].wav == "/abs/v2.wav"
-    assert items[0].rubrics == ("vstyle",) and items[1].fields["instruction"].startswith("Comfort")
-    (tmp_path / "bad.jsonl").write_text(json.dumps({"key": "v3", "wav": "a.wav"}) + "\n")
-    with pytest.raises(SuiteFormatError, match=r"bad.jsonl:1: no field 'category'"):
+def test_vstyle_metadata_folder(tmp_path):
+    # the release's layout: <lang>/metadata.jsonl beside <lang>/wav/, fields as in VStyle's example metadata
+    for lang in ("en", "zh"):
+        (tmp_path / lang / "wav").mkdir(parents=True)
+    en = [{"instruct_id": 1, "instruct_text": "In a child's voice, say: the playground is my favourite place.",
+           "ability": "acoustic_attributes/age", "instruct_audio_path": "acoustic_properties-age-1.wav",
+           "instruct_text_translation_zh": "..."},
+          {"instruct_id": 667, "instruct_text": "I waited two hours and nobody called me back!",
+           "ability": "empathy/anger", "instruct_audio_path": "/abs/empathy-anger-667.wav"}]
+    zh = [{"instruct_id": 1, "instruct_text": "用孩子的声音说这句话。", "ability": "acoustic_attributes/age",
+           "instruct_audio_path": "acoustic_properties-age-1.wav"}]
+    for lang, rows in (("en", en), ("zh", zh)):
+        (tmp_path / lang / "metadata.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n")
+    items = get_suite("vstyle").read(str(tmp_path), None)
+    assert [(i.key, i.dimension, i.rubrics) for i in items] == [
+        ("en/1", "acoustic_attributes/age", ("vstyle_acoustic_attributes",)),
+        ("en/667", "empathy/anger", ("vstyle_empathy",)),
+        ("zh/1", "acoustic_attributes/age", ("vstyle_acoustic_attributes",))]
+    assert items[0].wav == str(tmp_path / "en/wav/acoustic_properties-age-1.wav") and items[1].wav == "/abs/empathy-anger-667.wav"
+    assert items[0].fields["instruction_type"] == "acoustic_attributes/age"
+    assert items[1].fields["input_instruction"].startswith("I waited") and items[2].fields["language"] == "zh"
+    # --audio_root replaces wav/ beside the file
+    again = get_suite("vstyle").read(str(tmp_path / "zh/metadata.jsonl"), str(tmp_path / "elsewhere"))
+    assert again[0].wav == str(tmp_path / "elsewhere/acoustic_properties-age-1.wav")
+
+
+@pytest.mark.parametrize("row,error", [
+    ({"instruct_id": 3, "instruct_audio_path": "a.wav", "instruct_text": "x"}, r"bad.jsonl:1: no field 'ability'"),
+    ({"instruct_id": 3, "instruct_audio_path": "a.wav", "ability": "instruction/style"}, r"no field 'instruct_text'"),
+    ({"instruct_id": 3, "instruct_audio_path": "a.wav", "instruct_text": "x", "ability": "singing/pop"},
+     r"'ability' is 'singing/pop'; its category must be one of acoustic_attributes"),
+])
+def test_vstyle_bad_line(tmp_path, row, error):
+    (tmp_path / "bad.jsonl").write_text(json.dumps(row) + "\n")
+    with pytest.raises(SuiteFormatError, match=error):
         get_suite("vstyle").read(str(tmp_path / "bad.jsonl"), None)
+
+
+def test_vstyle_weighted_scores():
+    # VStyle's weights (gemini_eval.py): composite_properties half of acoustic_attributes (0.125), each other
+    # acoustic attribute 0.125 / 6, each empathy subcategory 0.25 / 4; abilities without a valid score drop out
+    def m(mean, count, invalid=0):
+        return {"mean": mean, "ci95": None, "count": count, "invalid": invalid}
+    judged = {"acoustic_attributes/composite_properties": m(4.0, 2), "acoustic_attributes/age": m(2.0, 1),
+              "empathy/anger": m(5.0, 1), "instruction/style": m(None, 0, 1)}
+    out = get_suite("vstyle").derived_metrics({"judge": judged})["judge"]
+    overall = (4 * 0.125 + 2 * 0.125 / 6 + 5 * 0.0625) / (0.125 + 0.125 / 6 + 0.0625)
+    assert out["weighted overall"] == m(round(overall, 4), 4, 1)
+    assert out["weighted acoustic_attributes"]["mean"] == round((4 * 0.125 + 2 * 0.125 / 6) / (0.125 + 0.125 / 6), 4)
+    assert out["weighted empathy"] == m(5.0, 1) and "weighted instruction" not in out
+    assert get_suite("vstyle").derived_metrics({"judge": {}}) == {}
 
 
 def _echat_rows(wav):

@@ -74,6 +74,11 @@ class Suite:
         """{metric: 1.0 / 0.0, or None when the answer cannot be read} for exactly scored items."""
         return {}
 
+    def derived_metrics(self, metrics: dict) -> dict:
+        """{kind: {metric: {mean, ci95, count, invalid}}} the benchmark computes from the per-metric summary
+        (a weighted overall score), added to the report beside it."""
+        return {}
+
 
 SUITES: dict = {}
 

@@ -12,6 +12,10 @@ its JSON files as they are. --data is one file or a data folder (data_synthesis/
       <folder>/audio/<audio_dir>/<audio_name>), question, options_text and the right option letter
       ("answer"); scored exactly: the first option letter of the reply against it.
 --audio_root overrides <folder>/audio.
+Checked against EchoMind's code at commit f60c978 (src/eval-slm/eval_response_main.py, eval_mcq_main.py,
+eval_asr_main.py, utils.py): every field named above except two that its code never reads and that could not
+be seen without the data set: the script text ("script" / "text" / "transcript" accepted) and the MCQ answer
+("answer").
 """
 from __future__ import annotations
 
