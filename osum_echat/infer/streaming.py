@@ -271,6 +271,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
                 out = [StreamEvent("audio", audio=value, sample_rate=pipe.token2wav.sample_rate)]
             elif kind == "voice_end":
                 voice_ended = True
+                voice.thread.join()  # its last put is done: a thread still unwinding at exit can abort it
                 if value:
                     notes.append(f"token2wav failed ({value}): the audio is cut")
                 out = []
