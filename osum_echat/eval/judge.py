@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osum_echat.progress import Progress
 from osum_echat.utils import get_logger
 
 log = get_logger("osum_echat.eval")
@@ -184,7 +184,7 @@ class Judge:
                 todo.append((rid, item, key, messages))
         if not todo:
             return answers
-        total, done, start = len(todo), 0, time.time()
+        bar = Progress(total=len(todo), desc="judge", unit="req", echo=not self.quiet)
         with ThreadPoolExecutor(max_workers=max(1, self.config.concurrency)) as pool:
             futures = {pool.submit(self._request, messages): (rid, item, key)
                        for rid, item, key, messages in todo}
@@ -196,22 +196,18 @@ class Judge:
                     except JudgeRefusedItem as e:
                         log.warning(f"judge refused {item}: {e}; scored invalid")
                         answers[rid] = None
+                        bar.update(1, failed=1)
                         continue
                     self.cache.put(key, answer, {"model": self.config.model, "item": item})
                     answers[rid] = answer
                     with self._lock:
                         self.stats.calls += 1
-                    done += 1
-                    self._report(done, total, start)
+                    bar.update(1)
             except JudgeUnavailable:
                 for f in futures:
                     f.cancel()
                 raise
+            finally:
+                if not self.quiet:
+                    bar.close()
         return answers
-
-    def _report(self, done: int, total: int, start: float) -> None:
-        if self.quiet or (done % 20 and done != total):
-            return
-        rate = done / max(time.time() - start, 1e-9)
-        print(f"judge: {done}/{total} asked, {rate:.2f} req/s, {self.stats.cache_hits} from the cache",
-              file=sys.stderr, flush=True)
