@@ -17,7 +17,7 @@ decode loop produced over the seconds it spent prefilling and stepping, from its
 end-to-end output tokens/s (over the time at least one response was running, token2wav included)
 and the issue's targets as PASS/FAIL lines.
 --load: 8 sessions x 10 turns, bounded by --load_timeout: every turn answered or errored, server RSS
-after the run within 10% of after warm-up, no traceback in the server log.
+after the run within 10% of after a warm-up of the same load, no traceback in the server log.
 """
 from __future__ import annotations
 
@@ -287,7 +287,10 @@ def targets(res: dict) -> bool:
 async def load_test(url, args, extra, questions, server) -> bool:
     n, k = args.load_sessions, args.load_turns
     print(f"== load: {n} sessions x {k} turns (commit mode), bounded by {args.load_timeout:.0f} s")
-    warm, _ = await run(url, args, extra, n, 1, "commit", questions)
+    # warm-up: the same load once (conversations that reach max_turns, every allocator arena and cache
+    # size in use), so that growth over the measured run means memory that is never given back
+    warm, _ = await run(url, args, extra, n, k, "commit", questions)
+    await asyncio.sleep(2)
     rss_warm = server.rss_mb() if server else None
     try:
         turns, wall = await asyncio.wait_for(run(url, args, extra, n, k, "commit", questions), args.load_timeout)
