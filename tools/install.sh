@@ -29,34 +29,18 @@ if [ ! -f conf/qwen2.5-3b-instruct/tokenizer.json ]; then
     || echo "[install] warning: no Qwen2.5 tokenizer written; see conf/qwen2.5-3b-instruct/README.md"
 fi
 
-# espeak-ng synthesises the demo recipe's speech (recipes/demo); optional for everything else.
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# Debian packages some parts need (optional for everything else): installed when run as root.
+debian_tool() {  # command package what-for what-without
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[install] espeak-ng (demo speech) ..."
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
-      || echo "[install] warning: could not install espeak-ng; the demo recipe needs it"
+    echo "[install] $2 ($3) ..."
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null) \
+      || echo "[install] warning: could not install $2; $4"
   else
-    echo "[install] note: install espeak-ng (e.g. sudo apt-get install espeak-ng) to run the demo recipe"
+    echo "[install] note: install $2 (e.g. sudo apt-get install $2) for $3"
   fi
-fi
-# Chromium (Debian package) drives the web demo's browser test through playwright; optional otherwise.
-if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[install] chromium (web demo browser test) ..."
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-      || echo "[install] warning: could not install chromium; the browser test will skip"
-  else
-    echo "[install] note: install chromium (e.g. sudo apt-get install chromium) to run the browser test"
-  fi
-fi
-# sox (soxi) reads the wavs the tools write; the tests check their headers with it; optional otherwise.
-if ! command -v soxi >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "[install] sox (soxi: wav header check) ..."
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sox >/dev/null) \
-      || echo "[install] warning: could not install sox; the soxi header test will skip"
-  else
-    echo "[install] note: install sox (e.g. sudo apt-get install sox) to check wav headers with soxi"
-  fi
-fi
+}
+debian_tool espeak-ng espeak-ng "the demo recipe's speech" "the demo recipe needs it"
+debian_tool chromium chromium "the browser tests (web demo, realtime page)" "the browser tests will skip"
+debian_tool soxi sox "the wav header check" "the soxi header test will skip"
 "$VENV/bin/python" -c "import torch, transformers; print('[install] ok: torch', torch.__version__, '| transformers', transformers.__version__)"
