@@ -192,7 +192,9 @@ def decoder_counters(url: str, api_key: str) -> dict:
                                  headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
     text = urllib.request.urlopen(req, timeout=10).read().decode()
     values = dict(line.split() for line in text.splitlines() if line.startswith("osum_decode_"))
-    return {"tokens": float(values.get("osum_decode_tokens", 0)), "busy": float(values.get("osum_decode_busy_seconds", 0))}
+    return {k: float(values.get(f"osum_decode_{name}", 0)) for k, name in
+            (("tokens", "tokens"), ("busy", "busy_seconds"), ("prefill", "prefill_seconds"),
+             ("positions", "prefill_positions"), ("steps", "steps"))}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -347,8 +349,11 @@ async def main_async(args) -> int:
                 res[f"{mode} x{n}"] = s = summary(f"{mode} x{n}", [t for t in turns if t.mode == mode])
                 busy = after["busy"] - before["busy"]
                 s["decode_tok_s"] = (after["tokens"] - before["tokens"]) / busy if busy > 0 else None
-                print(f"  decoder: {after['tokens'] - before['tokens']:.0f} ids in {busy:.2f} s of prefill + steps: "
-                      f"{s['decode_tok_s'] or 0:.1f} decode tokens/s (the server's /metrics)")
+                d = {k: after[k] - before[k] for k in after}
+                print(f"  decoder: {d['tokens']:.0f} ids in {busy:.2f} s of prefill + steps: "
+                      f"{s['decode_tok_s'] or 0:.1f} decode tokens/s (the server's /metrics); prefill "
+                      f"{d['prefill']:.2f} s for {d['positions']:.0f} positions, {d['steps']:.0f} steps of "
+                      f"{d['tokens'] / max(d['steps'], 1):.2f} rows, {1000 * (busy - d['prefill']) / max(d['steps'], 1):.1f} ms each")
                 if mode == "barge":
                     follow = [t for t in turns if t.mode == "vad"]
                     if follow:

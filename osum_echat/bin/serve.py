@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--token2wav_dir", default=None, help="CosyVoice-300M-25Hz style folder; without it: text only")
     ap.add_argument("--checkpoint_b", default=None,
                     help="the other think checkpoint (tag/language think): sessions pick it with osum.variant 'b'")
+    ap.add_argument("--token2wav_worker", default="process", choices=["process", "thread"],
+                    help="where streamed token2wav runs: a process of its own (default; the decode loop keeps "
+                         "its interpreter lock) or threads of the server process")
+    ap.add_argument("--token2wav_nice", type=int, default=0,
+                    help="niceness added to the token2wav process (> 0: the decode loop goes first on a busy CPU)")
     ap.add_argument("--speaker_prompt_wav", default=None, help="voice to speak with (token2wav front-end)")
     ap.add_argument("--voices_dir", default=None,
                     help="NAME.wav speaker prompts; a session picks one with session.audio.output.voice NAME")
@@ -121,11 +126,20 @@ def main(argv=None) -> int:
         fail(str(e))
     if pipe.token2wav is None:
         print("no --token2wav_dir: audio output is off (text answers only)", file=sys.stderr)
+    elif args.token2wav_worker == "process":
+        from osum_echat.token2wav.worker import VoiceWorker
+        try:
+            pipe.voice_worker = VoiceWorker(args.token2wav_dir, device=pipe.token2wav.device, dtype=args.dtype,
+                                            nice=args.token2wav_nice)
+        except (ValueError, RuntimeError) as e:
+            fail(str(e))
     app = create_app(Engine(pipe, args.voices_dir), settings_from_args(args))
     print(f"serving {args.model_name} on http://{args.host}:{args.port} (WebSocket /v1/realtime, REST /v1)",
           file=sys.stderr, flush=True)
+    # no permessage-deflate: audio deltas are base64 PCM, which deflate barely shrinks for the CPU
+    # it costs on both ends (measured: ~12% of the server's event-loop samples at 4 sessions)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, ws="websockets-sansio",
-                ws_max_size=args.max_message_bytes)
+                ws_max_size=args.max_message_bytes, ws_per_message_deflate=False)
     return 0
 
 

@@ -81,6 +81,9 @@ class Scheduler:
         self.trimmed = 0  # cache columns dropped after longer rows left
         self.tokens_out = 0  # ids decoded, all rows together (metrics: the decoder's own rate)
         self.busy_seconds = 0.0  # wall time spent prefilling and stepping
+        self.prefill_seconds = 0.0  # of which prefilling
+        self.prefill_rows = 0  # prompts prefilled
+        self.prefill_positions = 0  # their positions
 
     # ------------------------------------------------------------------ API
     def submit(self, key: str, spec, conf, embeds: torch.Tensor, on_event: Callable,
@@ -161,7 +164,11 @@ class Scheduler:
                 t._finish("done", hypothesis(self.vocab, t.row))
                 continue
             try:
+                t0 = time.perf_counter()
                 new = DecodeBatch.prefill(self.vocab, [t.row], [t.embeds])
+                self.prefill_seconds += time.perf_counter() - t0
+                self.prefill_rows += 1
+                self.prefill_positions += len(t.embeds)
             except Exception as e:  # noqa: BLE001 - one broken request must not stop the others
                 log.exception("prefill of %s failed", t.key)
                 t._finish("error", f"decode_error: {type(e).__name__}: {e}")

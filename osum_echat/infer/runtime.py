@@ -187,6 +187,7 @@ class ChatPipeline:
         self.frames_per_second = self.sample_rate / hop
         self.variants = None  # osum_echat.infer.variants.WeightVariants when two checkpoints share the model
         self._scheduler = self._voice_batcher = None
+        self.voice_worker = None  # token2wav/worker.VoiceWorker: streams render in that process instead
         self._scheduler_lock = threading.Lock()
         self._batch_lock = threading.Lock()
 
@@ -335,6 +336,8 @@ class ChatPipeline:
             scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None:
             scheduler.close()
+        if self.voice_worker is not None:
+            self.voice_worker.close()
 
     @property
     def voice_batcher(self):
@@ -344,6 +347,14 @@ class ChatPipeline:
                 from osum_echat.token2wav.batching import SolveBatcher
                 self._voice_batcher = SolveBatcher(self.token2wav)
             return self._voice_batcher
+
+    def open_voice(self, prompt, events, cancel):
+        """token2wav of one streamed utterance (token2wav/voice.py): in the voice worker process when
+        one is set, else in a thread of this process."""
+        if self.voice_worker is not None:
+            return self.voice_worker.open(prompt, events, cancel)
+        from osum_echat.token2wav.voice import LocalVoice
+        return LocalVoice(self.token2wav, prompt, events, cancel, self.voice_batcher)
 
     def stream(self, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
                history: Optional[list] = None, key: str = "request", cancel=None, speaker_prompt=None,

@@ -9,8 +9,9 @@ raised by the first `next()`), then decoded by the pipeline's shared `Scheduler`
 batching with every other stream of the pipeline). Ids arrive as the decode loop produces them:
 text ids are detokenised incrementally (a piece that is not yet whole UTF-8, a trailing space, or
 what may be the start of a think marker is held back until the next id decides it), so the deltas
-of each kind add up to the final `Result.text` / `Result.think`. Speech codes go to a token2wav
-thread at once (`Token2Wav.stream`, the windowed streaming mode), which renders its first window
+of each kind add up to the final `Result.text` / `Result.think`. Speech codes go to the pipeline's
+voice at once (token2wav/voice.py: a thread, or the server's token2wav worker process; both run
+`Token2Wav.stream`, the windowed streaming mode), which renders its first window
 while the LLM goes on: after the text phase for text-then-speech tasks, after the first text and
 speech chunk for the 6:18 interleaved ones.
 
@@ -21,7 +22,6 @@ yielded (text, think, speech tokens, audio) - what a conversation keeps as histo
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import queue
 import threading
@@ -130,69 +130,6 @@ def _stable(text: str) -> str:
     return text
 
 
-class _Stop(Exception):
-    pass
-
-
-class _Voice:
-    """token2wav in a thread of its own, fed codes as they are decoded; its packets and its end
-    go to the stream's event queue."""
-
-    END = object()
-    STOP = object()
-
-    def __init__(self, t2w, prompt, events: queue.Queue, cancel: threading.Event, batcher=None):
-        self.t2w, self.prompt, self.events, self.cancel = t2w, prompt, events, cancel
-        self.batcher = batcher  # token2wav/batching.SolveBatcher shared by the pipeline's streams
-        self.codes: queue.Queue = queue.Queue()
-        self.thread: Optional[threading.Thread] = None
-        self.busy = 0.0  # seconds spent rendering
-
-    def push(self, code: int) -> None:
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._run, name="osum-token2wav", daemon=True)
-            self.thread.start()
-        self.codes.put(code)
-
-    def finish(self) -> None:
-        self.codes.put(self.END)
-
-    def stop(self) -> None:
-        self.codes.put(self.STOP)
-
-    @property
-    def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def _tokens(self):
-        while True:
-            code = self.codes.get()
-            if code is self.END:
-                return
-            if code is self.STOP or self.cancel.is_set():
-                raise _Stop
-            yield code
-
-    def _run(self) -> None:
-        error = None
-        try:
-            with self.batcher.stream() if self.batcher is not None else contextlib.nullcontext():
-                solver = self.batcher.solve if self.batcher is not None else None
-                t0 = time.perf_counter()
-                for chunk in self.t2w.stream(self._tokens(), prompt=self.prompt, solver=solver):
-                    self.busy += time.perf_counter() - t0
-                    if self.cancel.is_set():
-                        break
-                    self.events.put(("audio", chunk.float().cpu().numpy()))
-                    t0 = time.perf_counter()
-        except _Stop:
-            pass
-        except Exception as e:  # noqa: BLE001 - reported as a note, the text still stands
-            log.exception("token2wav failed")
-            error = f"{type(e).__name__}: {e}"
-        self.events.put(("voice_end", error))
-
-
 def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt: Optional[str] = None,
                    history: Optional[list] = None, key: str = "request", cancel: Optional[threading.Event] = None,
                    speaker_prompt=None, **decode_overrides):
@@ -220,8 +157,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
     ticket = pipe.scheduler.submit(key, spec, conf, embeds, lambda kind, value: events.put((kind, value)), cancel)
     voice = None
     if pipe.token2wav is not None and spec.speech_output:
-        voice = _Voice(pipe.token2wav, speaker_prompt if speaker_prompt is not None else pipe.speaker_prompt,
-                       events, cancel, pipe.voice_batcher)
+        voice = pipe.open_voice(speaker_prompt if speaker_prompt is not None else pipe.speaker_prompt, events, cancel)
     vocab = pipe.scheduler.vocab
     deltas = TextDeltas(pipe.tokenizer, spec.think)
     sent_codes, sent_audio = [], []
@@ -239,7 +175,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
             yield StreamEvent("text_delta", text=answer_delta)
 
     try:
-        while not cancel.is_set() and (hyp is None or (voice is not None and voice.thread is not None
+        while not cancel.is_set() and (hyp is None or (voice is not None and voice.started
                                                         and not voice_ended)):
             try:
                 kind, value = events.get(timeout=POLL_SECONDS)
@@ -271,7 +207,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
                 out = [StreamEvent("audio", audio=value, sample_rate=pipe.token2wav.sample_rate)]
             elif kind == "voice_end":
                 voice_ended = True
-                voice.thread.join()  # its last put is done: a thread still unwinding at exit can abort it
+                voice.join()
                 if value:
                     notes.append(f"token2wav failed ({value}): the audio is cut")
                 out = []

@@ -56,3 +56,6 @@ class WeightVariants:
                 swapped[k] = own[k].to("cpu", copy=True)
                 own[k].copy_(v)
         self.aside, self.aside_name, self.current = swapped, self.current, name
+        cache = getattr(self.model, "history_cache", None)
+        if cache is not None:  # encoder outputs of the other weights
+            cache.clear()

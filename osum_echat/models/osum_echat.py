@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from osum_echat import tasks as task_table
+from osum_echat.models.embed_cache import SpeechEmbedCache
 from osum_echat.models.adapter import (BatchNormDownsampler, build_adapter_transformer,
                                        build_downsampler)
 from osum_echat.models.loss import IGNORE_ID, shifted_loss
@@ -95,6 +96,7 @@ class OsumEChat(nn.Module):
         self.speech_transformer = build_adapter_transformer(encoder_dim) if adapter_type == "osum_echat" else None
         self.llama_model = llm
         self.lora = False
+        self.history_cache = SpeechEmbedCache()  # earlier turns' encoder outputs, at inference
         if lora is not None:
             self.add_lora(lora)
         if adapter_type == "osum_echat":
@@ -237,6 +239,18 @@ class OsumEChat(nn.Module):
         mask = _length_mask(torch.tensor([len(r) for r in rows], device=ids.device), ids.size(1))
         return Segment(self.embed_ids(ids), mask, ids.masked_fill(~mask, IGNORE_ID))
 
+    def _history_speech(self, feat) -> torch.Tensor:
+        """One earlier turn's speech embeds (T', D); at inference from the cache when seen before."""
+        feat = torch.as_tensor(feat, device=self.device)
+        cached = not torch.is_grad_enabled() and not self.training
+        key = self.history_cache.key(feat) if cached else None
+        embeds = self.history_cache.get(key) if cached else None
+        if embeds is None:
+            embeds = self.embed_speech(feat[None], torch.tensor([feat.size(0)], device=self.device))[0][0]
+            if cached:
+                self.history_cache.put(key, embeds)
+        return embeds
+
     def _history_segment(self, history: list) -> Optional[Segment]:
         """Previous turns: [user_start] wav <|im_end|> assistant-start text [speech] <|im_end|>, ...,
         then one user_start; padded per batch. None when no item has history."""
@@ -251,9 +265,7 @@ class OsumEChat(nn.Module):
             for turn in turns:
                 if parts:
                     parts.append(user_start)
-                feat = torch.as_tensor(turn["wav"], device=self.device)
-                wav, _ = self.embed_speech(feat[None], torch.tensor([feat.size(0)], device=self.device))
-                parts += [wav[0], turn_end, assistant_start, self.embed_tokens(self._text(turn["txt"], False))]
+                parts += [self._history_speech(turn["wav"]), turn_end, assistant_start, self.embed_tokens(self._text(turn["txt"], False))]
                 codes = turn.get("speech_token")
                 if codes is not None and len(codes) > 0:
                     codes = torch.as_tensor(codes, dtype=torch.long, device=self.device)

@@ -30,6 +30,12 @@ class Metrics:
               registry=self.registry).set_function(lambda: scheduler.tokens_out)
         Gauge("osum_decode_busy_seconds", "seconds the shared decode loop spent prefilling and stepping",
               registry=self.registry).set_function(lambda: scheduler.busy_seconds)
+        Gauge("osum_decode_prefill_seconds", "of the busy seconds, those spent prefilling prompts",
+              registry=self.registry).set_function(lambda: scheduler.prefill_seconds)
+        Gauge("osum_decode_prefill_positions", "prompt positions prefilled",
+              registry=self.registry).set_function(lambda: scheduler.prefill_positions)
+        Gauge("osum_decode_steps", "decode steps run (one id for every row of the batch)",
+              registry=self.registry).set_function(lambda: scheduler.steps)
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

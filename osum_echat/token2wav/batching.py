@@ -1,34 +1,108 @@
-"""Streamed token2wav windows of concurrent sessions solved as one batch where they line up.
+"""Streamed token2wav of concurrent utterances: the most urgent window first, aligned windows as one batch.
 
     batcher = SolveBatcher(t2w)
-    with batcher.stream():                                   # one per streamed utterance
-        for chunk in t2w.stream(tokens, prompt=p, solver=batcher.solve): ...
+    with batcher.stream(deadline) as s:                      # one per streamed utterance
+        for chunk in t2w.stream(tokens, prompt=p, solver=s.solve, gate=s.turn): ...
 
-A window's flow ODE (n_timesteps estimator passes, the bulk of a window's work) is the batchable
-part: windows of the same shape (same prompt length and window length: the same window index of
-streams with the same speaker prompt) stack along the batch. The first caller of a shape leads: it
-waits a short while for other streams' windows of that shape - only while other streams are open,
-at most `gather_fraction` of the last solve's duration (`max_wait_s` at most, and before the first
-solve) or until every open stream has joined - then solves them all and hands each its rows. Windows that do not line up are
-solved in their own threads as before, so nothing is serialised. Each stream keeps its own
-noise, prompt, cross-fades and vocoder state; only the estimator's matmuls see more rows (results
-equal solving alone up to float rounding).
+One piece of heavy work runs at a time (one estimator pass of a window's flow ODE, or the rest of a
+window: token encoding, cross-fade, vocoder), and when the running piece ends the waiting piece with
+the earliest deadline goes next (earliest deadline first; an ODE lets a more urgent window in
+between two of its passes). A stream's deadline is the moment its listener runs
+out of audio: the time its first packet went out plus the seconds of audio sent since; before its
+first packet, the time it opened - so a reply that has not started yet goes before the windows of
+replies whose listeners still have audio queued, and under load the first audio of a new reply does
+not wait behind the long later windows (15, 30, 60, 100 tokens) of the others. Work by turns costs
+nothing on one core; threads that ran side by side only shared it (and the interpreter lock).
+
+A window's flow ODE (n_timesteps estimator passes, the bulk of its work) is the batchable part:
+windows of the same shape (same prompt length and window length: the same window index of streams
+with the same speaker prompt) stack along the batch. While one piece runs, the ODEs that queue up
+behind it and line up become one batch with the deadline of its most urgent member. With
+`max_wait_s` > 0, the first window of a shape that finds the estimator idle also waits a little for
+other open streams' windows of that shape (`gather_fraction` of the last solve's duration, at most
+`max_wait_s`, or until every open stream has joined). Each stream keeps its own noise, prompt,
+cross-fades and vocoder state; only the estimator's matmuls see more rows (results equal solving
+alone up to float rounding).
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 import time
+from typing import Callable, Optional
 
 import torch
 
 MAX_ROWS = 16  # windows solved together at most
-GATHER_FRACTION = 0.2  # a leader waits at most this share of the last solve's duration
-MAX_WAIT_S = 0.02
+GATHER_FRACTION = 0.2  # with max_wait_s > 0: an idle estimator waits at most this share of the last solve
+MAX_WAIT_S = 0.0  # measured (bench_realtime, 4 sessions): waiting on an idle estimator only added latency
+
+
+class PriorityGate:
+    """One holder at a time; on release the waiter with the smallest priority goes next (first come
+    first served among equals). A waiter's priority may be made more urgent while it waits."""
+
+    def __init__(self):
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: list = []  # [priority, seq, threading.Event]
+        self._seq = itertools.count()
+
+    def enqueue(self, priority: float) -> list:
+        """A place in the queue (granted at once when the gate is free); `wait` on it, then `release`."""
+        with self._mutex:
+            entry = [priority, next(self._seq), threading.Event()]
+            if not self._held:
+                self._held = True
+                entry[2].set()
+            else:
+                self._waiters.append(entry)
+            return entry
+
+    def hasten(self, entry: list, priority: float) -> None:
+        with self._mutex:
+            entry[0] = min(entry[0], priority)
+
+    @staticmethod
+    def wait(entry: list) -> None:
+        entry[2].wait()
+
+    def yield_to_urgent(self, entry: list) -> None:
+        """Held by `entry`: if a waiter is more urgent, let it go first and wait for the gate again."""
+        with self._mutex:
+            if not self._waiters:
+                return
+            nxt = min(self._waiters, key=lambda e: (e[0], e[1]))
+            if nxt[0] >= entry[0]:
+                return
+            self._waiters.remove(nxt)
+            entry[2] = threading.Event()
+            self._waiters.append(entry)
+            nxt[2].set()
+        entry[2].wait()
+
+    def release(self) -> None:
+        with self._mutex:
+            if not self._waiters:
+                self._held = False
+                return
+            nxt = min(self._waiters, key=lambda e: (e[0], e[1]))
+            self._waiters.remove(nxt)
+            nxt[2].set()  # the gate passes to it, still held
+
+    @contextlib.contextmanager
+    def hold(self, priority: float):
+        self.wait(self.enqueue(priority))
+        try:
+            yield
+        finally:
+            self.release()
 
 
 class _Group:
-    def __init__(self):
+    def __init__(self, entry: list):
+        self.entry = entry  # the group's place at the gate
         self.jobs: list = []
         self.closed = False
         self.full = threading.Event()  # every open stream has joined
@@ -37,11 +111,25 @@ class _Group:
         self.error = None
 
 
+class StreamTurns:
+    """One open stream's way into the batcher: its solves and its other work, at its deadline."""
+
+    def __init__(self, batcher: "SolveBatcher", deadline: Callable[[], float]):
+        self.batcher, self.deadline = batcher, deadline
+
+    def solve(self, z, mu, spks, cond, steps):
+        return self.batcher.solve(z, mu, spks, cond, steps, priority=self.deadline())
+
+    def turn(self):
+        return self.batcher.gate.hold(self.deadline())
+
+
 class SolveBatcher:
     def __init__(self, t2w, max_rows: int = MAX_ROWS, gather_fraction: float = GATHER_FRACTION,
                  max_wait_s: float = MAX_WAIT_S):
         self.t2w = t2w
         self.max_rows, self.gather_fraction, self.max_wait_s = max_rows, gather_fraction, max_wait_s
+        self.gate = PriorityGate()
         self._lock = threading.Lock()
         self._gathering: dict = {}
         self._open = 0
@@ -50,12 +138,14 @@ class SolveBatcher:
         self.rows = 0  # windows solved (rows / solves: the mean batch)
 
     @contextlib.contextmanager
-    def stream(self):
-        """Count one streamed utterance as open (a leader waits only while others are open)."""
+    def stream(self, deadline: Optional[Callable[[], float]] = None):
+        """Count one streamed utterance as open (an idle estimator waits only while others are open);
+        yields its `StreamTurns` (`deadline()`: see the module docstring; default: when it opened)."""
+        opened = time.perf_counter()
         with self._lock:
             self._open += 1
         try:
-            yield self
+            yield StreamTurns(self, deadline or (lambda: opened))
         finally:
             with self._lock:
                 self._open -= 1
@@ -64,34 +154,41 @@ class SolveBatcher:
                         group.full.set()
 
     def solve(self, z: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor,
-              steps: int) -> torch.Tensor:
+              steps: int, priority: float = 0.0) -> torch.Tensor:
         key = (tuple(z.shape), tuple(mu.shape), steps, z.dtype, str(z.device))
         with self._lock:
             group = self._gathering.get(key)
             leader = group is None or group.closed or len(group.jobs) >= self.max_rows
             if leader:
-                group = self._gathering[key] = _Group()
+                group = self._gathering[key] = _Group(self.gate.enqueue(priority))
+                idle = group.entry[2].is_set()
+            else:
+                self.gate.hasten(group.entry, priority)
             index = len(group.jobs)
             group.jobs.append((z, mu, spks, cond))
             if len(group.jobs) >= min(self._open, self.max_rows):
                 group.full.set()
             budget = self.gather_fraction * self._last_solve_s if self._last_solve_s else self.max_wait_s
-            wait = min(self.max_wait_s, budget) if self._open > 1 else 0.0
+            wait = min(self.max_wait_s, budget) if self._open > 1 and leader and idle else 0.0
         if not leader:
             group.done.wait()
             if group.error is not None:
                 raise group.error
             return group.results[index]
-        if wait > 0:
-            group.full.wait(wait)
-        with self._lock:
-            group.closed = True
-            if self._gathering.get(key) is group:
-                del self._gathering[key]
+        try:
+            if wait > 0:
+                group.full.wait(wait)
+            self.gate.wait(group.entry)
+        finally:
+            with self._lock:
+                group.closed = True
+                if self._gathering.get(key) is group:
+                    del self._gathering[key]
         try:
             t0 = time.perf_counter()
             zs, mus, spkss, conds = (torch.cat(parts) for parts in zip(*group.jobs))
-            x = self.t2w.flow.decoder.solve(zs, mus, spkss, conds, steps)
+            x = self.t2w.flow.decoder.solve(zs, mus, spkss, conds, steps,
+                                            between_steps=lambda: self.gate.yield_to_urgent(group.entry))
             self._last_solve_s = time.perf_counter() - t0
             group.results = list(x.split(1))
             self.solves += 1
@@ -100,5 +197,6 @@ class SolveBatcher:
             group.error = e
             raise
         finally:
+            self.gate.release()
             group.done.set()
         return group.results[0]

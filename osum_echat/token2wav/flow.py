@@ -63,9 +63,10 @@ class ConditionalCFM(nn.Module):
 
     @torch.inference_mode()
     def solve(self, z: torch.Tensor, mu: torch.Tensor, spks: torch.Tensor, cond: torch.Tensor,
-              n_timesteps: int) -> torch.Tensor:
+              n_timesteps: int, between_steps=None) -> torch.Tensor:
         """z, mu, cond (B, 80, M); spks (B, 80) -> x(1) (B, 80, M) float32 (B utterances of one length:
-        streamed windows of several sessions, token2wav/batching.py).
+        streamed windows of several sessions, token2wav/batching.py). `between_steps()` is called
+        between two estimator passes (batching.py lets a more urgent window run there).
 
         The ODE state and the schedule stay float32; a bf16 estimator only sees its inputs cast."""
         z, mu, spks, cond = z.float(), mu.float(), spks.float(), cond.float()
@@ -86,6 +87,8 @@ class ConditionalCFM(nn.Module):
             t = t + dt
             if step < len(t_span) - 1:
                 dt = t_span[step + 1] - t
+                if between_steps is not None:
+                    between_steps()
         return x.float()
 
 

@@ -22,6 +22,7 @@ measurement in bench/bench_token2wav.py (streamed vs whole log-mel L1 per first-
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -98,12 +99,15 @@ class _VocoderStream:
 
 
 def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig, n_timesteps=None,
-                  generator=None, mel_out: list | None = None, solver=None):
+                  generator=None, mel_out: list | None = None, solver=None, gate=None):
     """The generator behind Token2Wav.stream (see the module docstring). `solver(z, mu, spks, cond,
-    steps)`: the flow's ODE solve of a window (default `flow.decoder.solve`; batching.SolveBatcher
-    solves aligned windows of concurrent streams together)."""
+    steps)`: the flow's ODE solve of a window (default `flow.decoder.solve`); `gate()`: a context
+    manager held around the rest of each window's work, before and after the solve (never around
+    it). batching.SolveBatcher gives both: concurrent streams' windows by deadline, aligned ODEs
+    together."""
     flow = t2w.flow
     solve = solver or flow.decoder.solve
+    gate = gate or contextlib.nullcontext
     vocab = t2w.cfg.flow.vocab_size
     steps = n_timesteps or t2w.cfg.flow.cfm.n_timesteps
     ptok, pmel, spk = t2w.prompt_tensors(prompt)
@@ -120,7 +124,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
         done, final, held = state["done"], state["final"], state["held"]
         a = max(0, done - conf.context)
         fa, fb, e = flow.mel_frames(a), flow.mel_frames(b), final.shape[-1]
-        with torch.inference_mode():
+        with gate(), torch.inference_mode():
             tokens = torch.cat([ptok, torch.tensor([received[a:b]], device=ptok.device)], dim=1)
             mu = flow.mu(flow.encode(tokens), ptok.shape[1], n_prompt_frames, fb - fa).float()
             cond = torch.zeros_like(mu)
@@ -135,17 +139,19 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
                 z_win = torch.cat([z_prompt, z[:, :, fa:fb]], dim=-1)
             else:
                 z_win = torch.zeros_like(mu)
+        with torch.inference_mode():
             x = solve(z_win, mu, spks, cond, steps)
+        with gate(), torch.inference_mode():
             new = x[:, :, n_prompt_frames + e - fa:]
             if held is not None:
                 new = crossfade(held, new)
             cut = new.shape[-1] if last else flow.mel_frames(b - conf.overlap) - e
             ready, state["held"] = new[:, :, :cut], (None if last else new[:, :, cut:])
             state["final"] = torch.cat([final, ready], dim=-1)
-        state["done"] = b
-        if mel_out is not None:
-            mel_out.append(ready[0].float().cpu())
-        return voc.push(ready.float(), final=last)
+            state["done"] = b
+            if mel_out is not None:
+                mel_out.append(ready[0].float().cpu())
+            return voc.push(ready.float(), final=last)
 
     next_b, hop = conf.first_chunk, conf.hop
     for tok in tokens_iterable:
@@ -169,6 +175,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
         held = state["held"] if state["held"] is not None else state["final"][:, :, :0]
         if mel_out is not None:
             mel_out.append(held[0].float().cpu())
-        out = voc.push(held.float(), final=True)
+        with gate():
+            out = voc.push(held.float(), final=True)
     if out is not None and out.numel():
         yield out

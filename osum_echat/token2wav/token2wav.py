@@ -191,10 +191,10 @@ class Token2Wav:
     # --- streaming -----------------------------------------------------------------------------------
     def stream(self, tokens_iterable, prompt=None, noise: bool = True, config=None,
                n_timesteps: int | None = None, generator: torch.Generator | None = None,
-               mel_out: list | None = None, solver=None):
+               mel_out: list | None = None, solver=None, gate=None):
         """Yield waveform chunks (1-D float32) while tokens arrive; see streaming.StreamConfig.
-        `mel_out`, when given, collects the finalised mel of each packet ((80, n) tensors); `solver`:
-        see streaming.stream_tokens."""
+        `mel_out`, when given, collects the finalised mel of each packet ((80, n) tensors); `solver`,
+        `gate`: see streaming.stream_tokens."""
         from osum_echat.token2wav.streaming import StreamConfig, stream_tokens
         yield from stream_tokens(self, tokens_iterable, prompt, noise, config or StreamConfig(), n_timesteps,
-                                 generator, mel_out, solver)
+                                 generator, mel_out, solver, gate)
