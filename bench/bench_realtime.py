@@ -274,10 +274,15 @@ def targets(res: dict) -> bool:
         a1, a4 = one["first_audio"]["p90"], four["first_audio"]["p90"]
         ok &= check("4 sessions: p90 first audio <= 2x the 1-session p90", a1 and a4 and a4 <= 2 * a1,
                     f"{ms(a4)} vs {ms(a1)} ms, ratio {a4 / a1 if a1 and a4 else float('nan'):.2f}")
-        d1, d4 = one.get("decode_tok_s"), four.get("decode_tok_s")
+        d1, d4 = one.get("aggregate_tok_s"), four.get("aggregate_tok_s")
         r = d4 / d1 if d1 and d4 else float("nan")
         ok &= check("4 sessions: aggregate decode tokens/s >= 2.5x one session", r >= 2.5,
-                    f"{d4 or 0:.1f} vs {d1 or 0:.1f} tokens/s of the decode loop, ratio {r:.2f}")
+                    f"{d4 or 0:.1f} vs {d1 or 0:.1f} ids/s (all sessions' ids over the run's wall time), "
+                    f"ratio {r:.2f}")
+        d1, d4 = one.get("decode_tok_s"), four.get("decode_tok_s")
+        r = d4 / d1 if d1 and d4 else float("nan")
+        print(f"info 4 sessions: decode-loop rate (ids per second the loop was busy) {d4 or 0:.1f} vs "
+              f"{d1 or 0:.1f}, ratio {r:.2f}")
         r = four["tok_s"] / one["tok_s"] if one["tok_s"] and four["tok_s"] else float("nan")
         print(f"info 4 sessions: end-to-end output tokens/s (any response running, token2wav included) "
               f"{four['tok_s'] or 0:.1f} vs {one['tok_s'] or 0:.1f}, ratio {r:.2f}")
@@ -344,12 +349,15 @@ async def main_async(args) -> int:
                 turns_each = args.barge_turns if mode == "barge" else args.turns
                 print(f"== {mode}, {n} session(s) x {turns_each} turns", flush=True)
                 before = decoder_counters(url, args.api_key)
-                turns, _ = await run(url, args, extra, n, turns_each, mode, questions)
+                turns, wall = await run(url, args, extra, n, turns_each, mode, questions)
                 after = decoder_counters(url, args.api_key)
                 res[f"{mode} x{n}"] = s = summary(f"{mode} x{n}", [t for t in turns if t.mode == mode])
                 busy = after["busy"] - before["busy"]
                 s["decode_tok_s"] = (after["tokens"] - before["tokens"]) / busy if busy > 0 else None
                 d = {k: after[k] - before[k] for k in after}
+                s["aggregate_tok_s"], s["wall_s"] = d["tokens"] / wall, wall
+                print(f"  aggregate: {d['tokens']:.0f} ids decoded for {n} session(s) in the run's {wall:.2f} s: "
+                      f"{s['aggregate_tok_s']:.1f} tokens/s")
                 print(f"  decoder: {d['tokens']:.0f} ids in {busy:.2f} s of prefill + steps: "
                       f"{s['decode_tok_s'] or 0:.1f} decode tokens/s (the server's /metrics); prefill "
                       f"{d['prefill']:.2f} s for {d['positions']:.0f} positions, {d['steps']:.0f} steps of "

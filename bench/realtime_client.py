@@ -219,11 +219,21 @@ class Server:
         self.url = f"ws://127.0.0.1:{self.port}/v1/realtime?model=osum-echat"
 
     def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
+        """Resident memory of the server and its children (the token2wav process), MB."""
+        total, pids = 0.0, [self.proc.pid]
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                pass
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status") as f:
+                    total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+            except (OSError, StopIteration):
+                pass
+        return total if total else float("nan")
 
     def log_text(self) -> str:
         self.log.flush()

@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "its interpreter lock) or threads of the server process")
     ap.add_argument("--token2wav_nice", type=int, default=0,
                     help="niceness added to the token2wav process (> 0: the decode loop goes first on a busy CPU)")
+    ap.add_argument("--token2wav_threads", type=int, default=None,
+                    help="torch threads of the token2wav process (default: half of the server's, at least 1)")
     ap.add_argument("--speaker_prompt_wav", default=None, help="voice to speak with (token2wav front-end)")
     ap.add_argument("--voices_dir", default=None,
                     help="NAME.wav speaker prompts; a session picks one with session.audio.output.voice NAME")
@@ -130,7 +132,9 @@ def main(argv=None) -> int:
         from osum_echat.token2wav.worker import VoiceWorker
         try:
             pipe.voice_worker = VoiceWorker(args.token2wav_dir, device=pipe.token2wav.device, dtype=args.dtype,
-                                            nice=args.token2wav_nice)
+                                            nice=args.token2wav_nice, threads=args.token2wav_threads)
+            print(f"token2wav in its own process (pid {pipe.voice_worker.pid}, {pipe.voice_worker.threads} "
+                  "torch thread(s))", file=sys.stderr)
         except (ValueError, RuntimeError) as e:
             fail(str(e))
     app = create_app(Engine(pipe, args.voices_dir), settings_from_args(args))

@@ -76,10 +76,13 @@ class RemoteVoice:
 
 class VoiceWorker:
     def __init__(self, model_dir, device="cpu", dtype: str = "float32", nice: int = 0,
-                 start_timeout: float = START_TIMEOUT_S):
+                 threads: Optional[int] = None, start_timeout: float = START_TIMEOUT_S):
         """Starts the process and waits until it has loaded `model_dir` (ValueError if it cannot).
-        `nice`: added to the worker's scheduling niceness (> 0: the LLM's process goes first)."""
+        `nice`: added to the worker's scheduling niceness (> 0: the LLM's process goes first);
+        `threads`: its torch threads (default: half of this process's, at least 1 - the two
+        processes share the cores)."""
         self.model_dir, self.device, self.dtype, self.nice = str(model_dir), str(device), dtype, nice
+        self.threads = threads or default_threads()
         self.start_timeout = start_timeout
         self._lock = threading.Lock()  # the pipe's sending end, the stream table, (re)starting
         self._streams: dict = {}
@@ -121,7 +124,8 @@ class VoiceWorker:
         """(Re)start the process; the caller holds the lock."""
         ctx = mp.get_context("spawn")  # fork would copy a process whose torch threads are running
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=worker_main, args=(child, self.model_dir, self.device, self.dtype, self.nice),
+        proc = ctx.Process(target=worker_main, args=(child, self.model_dir, self.device, self.dtype, self.nice,
+                                                         self.threads),
                            name="osum-token2wav-worker", daemon=True)
         proc.start()
         child.close()
@@ -214,9 +218,16 @@ class _Outbox:
         self.send((kind, self.sid, value))
 
 
-def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int) -> None:
+def default_threads() -> int:
     import torch
 
+    return max(1, torch.get_num_threads() // 2)
+
+
+def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
     from osum_echat.token2wav import Token2Wav
     from osum_echat.token2wav.batching import SolveBatcher
     from osum_echat.token2wav.voice import LocalVoice

@@ -148,8 +148,11 @@ def test_two_checkpoints_share_one_model(pipe, tiny_checkpoints):
     assert list(variants.aside) == ["speech_llama_proj.weight"]  # only what differs is kept aside
     proj = pipe.model.speech_llama_proj.weight
     assert torch.equal(proj, read_state_dict(a)["speech_llama_proj.weight"])
+    key = ("turn",)
+    pipe.model.history_cache.put(key, torch.ones(2, 3))  # encoder outputs of the weights in use ...
     pipe.use_variant("b")
     assert torch.equal(proj, read_state_dict(b)["speech_llama_proj.weight"])
+    assert pipe.model.history_cache.get(key) is None  # ... are gone with them
     pipe.use_variant("a")
     assert torch.equal(proj, read_state_dict(a)["speech_llama_proj.weight"])
     with pytest.raises(ValueError):

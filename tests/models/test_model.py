@@ -204,3 +204,24 @@ def test_assemble_without_output_is_the_decoding_prompt(model):
     assert bool((prompt.target == IGNORE_ID).all())
     tail = model.tokenizer(tasks.ASSISTANT_START)["input_ids"]
     torch.testing.assert_close(prompt.inputs_embeds[0, -len(tail):], model.embed_tokens(torch.tensor(tail)))
+
+
+def test_history_turns_are_encoded_once_at_inference_and_always_in_training(tiny_config):
+    model = tiny_model(tiny_config)
+    model.eval()
+    cache = model.history_cache
+    with torch.no_grad():
+        first = model(_batch(model, "speech2text_token_history"))["loss"]
+        assert (cache.hits, cache.misses) == (0, 3)  # three distinct turns, each encoded once
+        again = model(_batch(model, "speech2text_token_history"))["loss"]
+        assert (cache.hits, cache.misses) == (3, 3)
+        cache.clear()
+        cold = model(_batch(model, "speech2text_token_history"))["loss"]
+    torch.testing.assert_close(again, first, rtol=0, atol=0)  # cached embeds are the ones computed
+    torch.testing.assert_close(cold, first, rtol=0, atol=0)
+    model.train()
+    loss = model(_batch(model, "speech2text_token_history"))["loss"]
+    loss.backward()  # training goes through the encoder (gradients), not the cache
+    assert cache.hits == 3 and model.encoder.parameters().__next__().grad is not None
+    copied = copy.deepcopy(model)  # a copy starts with an empty cache of its own
+    assert copied.history_cache is not cache and copied.history_cache.misses == 0
