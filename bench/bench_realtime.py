@@ -191,10 +191,12 @@ def decoder_counters(url: str, api_key: str) -> dict:
     req = urllib.request.Request(f"{scheme}://{u.netloc}/metrics",
                                  headers={"Authorization": f"Bearer {api_key}"} if api_key else {})
     text = urllib.request.urlopen(req, timeout=10).read().decode()
-    values = dict(line.split() for line in text.splitlines() if line.startswith("osum_decode_"))
-    return {k: float(values.get(f"osum_decode_{name}", 0)) for k, name in
-            (("tokens", "tokens"), ("busy", "busy_seconds"), ("prefill", "prefill_seconds"),
-             ("positions", "prefill_positions"), ("steps", "steps"))}
+    values = dict(line.split() for line in text.splitlines() if line.startswith(("osum_decode_", "osum_token2wav_")))
+    return {k: float(values.get(name, 0)) for k, name in
+            (("tokens", "osum_decode_tokens"), ("busy", "osum_decode_busy_seconds"),
+             ("prefill", "osum_decode_prefill_seconds"), ("positions", "osum_decode_prefill_positions"),
+             ("steps", "osum_decode_steps"), ("solves", "osum_token2wav_solves"),
+             ("windows", "osum_token2wav_solved_windows"))}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -362,6 +364,9 @@ async def main_async(args) -> int:
                       f"{s['decode_tok_s'] or 0:.1f} decode tokens/s (the server's /metrics); prefill "
                       f"{d['prefill']:.2f} s for {d['positions']:.0f} positions, {d['steps']:.0f} steps of "
                       f"{d['tokens'] / max(d['steps'], 1):.2f} rows, {1000 * (busy - d['prefill']) / max(d['steps'], 1):.1f} ms each")
+                if d["solves"]:
+                    print(f"  token2wav: {d['windows']:.0f} windows in {d['solves']:.0f} ODE solves "
+                          f"({d['windows'] / d['solves']:.2f} per solve)")
                 if mode == "barge":
                     follow = [t for t in turns if t.mode == "vad"]
                     if follow:

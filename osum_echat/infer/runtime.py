@@ -75,6 +75,8 @@ class Result:
     notes: list = dataclasses.field(default_factory=list)
     timings: dict = dataclasses.field(default_factory=dict)  # seconds: encoder, llm, token2wav, first_audio, total
     history_turns: int = 0  # history turns the model saw
+    input_tokens: int = 0  # positions of the prompt the LLM read (system text, history, speech, text)
+    text_tokens: int = 0  # text ids the LLM decoded (think included, its end id not)
     cancelled: bool = False  # a stream stopped early: text, think, speech_tokens, audio hold what was sent
 
     def to_dict(self) -> dict:

@@ -152,6 +152,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
         except Exception as e:  # noqa: BLE001 - as run() reports a prompt that cannot be built
             raise ChatInputError("decode_error", f"{type(e).__name__}: {e}") from None
 
+    prompt_len = int(embeds.shape[0])
     events: queue.Queue = queue.Queue()
     t_submit = time.perf_counter()
     ticket = pipe.scheduler.submit(key, spec, conf, embeds, lambda kind, value: events.put((kind, value)), cancel)
@@ -161,7 +162,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
     vocab = pipe.scheduler.vocab
     deltas = TextDeltas(pipe.tokenizer, spec.think)
     sent_codes, sent_audio = [], []
-    hyp, finished, voice_ended = None, False, False
+    hyp, finished, voice_ended, text_ids = None, False, False, 0
 
     def mark(name):
         timings.setdefault(name, time.perf_counter() - start)
@@ -186,6 +187,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
             if kind == "token":
                 phase, token = value
                 if phase == "text":
+                    text_ids += token != vocab.eos
                     out = list(text_events(*(deltas.push(token) if token != vocab.eos else deltas.flush())))
                 elif phase == "speech" and token != vocab.marker:
                     mark("first_speech_token")
@@ -236,7 +238,7 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
                 notes.append(f"stopped at {what}: the answer may be cut")
         result = Result(task=batch.task[0], output_type=spec.output_type, text=answer, think=think,
                         speech_tokens=codes, notes=notes, timings=timings, history_turns=len(batch.history[0]),
-                        cancelled=cancelled)
+                        cancelled=cancelled, input_tokens=prompt_len, text_tokens=text_ids)
         if voice is not None and codes:
             result.audio = torch.from_numpy(np.concatenate(sent_audio)) if sent_audio else torch.zeros(0)
             result.sample_rate = pipe.token2wav.sample_rate

@@ -55,6 +55,7 @@ def create_app(engine: Engine, settings: ServeSettings) -> FastAPI:
     app.state.engine, app.state.settings = engine, settings
     app.state.metrics = metrics = Metrics()
     metrics.watch_decoder(engine.pipe.scheduler)
+    metrics.watch_voice(engine.pipe)
     app.state.sessions = set()
     app.state.vad_model = SileroModel.load()  # shared by every session's VAD
 

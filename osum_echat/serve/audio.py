@@ -1,7 +1,8 @@
 """PCM16 on the wire: base64 <-> samples, and soxr resampling between the wire rate and the model's.
 
 The OpenAI Realtime API carries `audio/pcm` at 24,000 Hz (the only rate its types allow); the
-encoder reads 16 kHz and token2wav writes 22,050 Hz.
+encoder reads 16 kHz and token2wav writes 22,050 Hz. A session may declare another wire rate with
+this server's extension fields session.osum.input_rate / output_rate (EXTENSION_RATES).
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import soxr
 
 OUTPUT_RATE = 24000  # audio/pcm in OpenAI's types
 WIRE_RATES = (24000,)
+# the extension session.osum.input_rate / output_rate: PCM16 at another rate (a phone line, a 48 kHz card)
+EXTENSION_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 
 
 class AudioInputError(ValueError):

@@ -37,5 +37,19 @@ class Metrics:
         Gauge("osum_decode_steps", "decode steps run (one id for every row of the batch)",
               registry=self.registry).set_function(lambda: scheduler.steps)
 
+    def watch_voice(self, pipe) -> None:
+        """token2wav's batched ODE solves (token2wav/batching.py): windows per solve is the mean batch."""
+        def counts():
+            worker = pipe.voice_worker
+            if worker is not None:
+                return worker.solves, worker.solve_rows
+            batcher = pipe._voice_batcher
+            return (batcher.solves, batcher.rows) if batcher is not None else (0, 0)
+
+        Gauge("osum_token2wav_solves", "token2wav flow ODE solves run (each solves one or more aligned windows)",
+              registry=self.registry).set_function(lambda: counts()[0])
+        Gauge("osum_token2wav_solved_windows", "token2wav windows solved, all solves together",
+              registry=self.registry).set_function(lambda: counts()[1])
+
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -84,6 +84,16 @@ def item_done(item: dict, previous_item_id: Optional[str]) -> dict:
     return _event("conversation.item.done", item=item, previous_item_id=previous_item_id)
 
 
+def transcription_completed(item_id: str, transcript: str, seconds: float) -> dict:
+    return _event("conversation.item.input_audio_transcription.completed", item_id=item_id, content_index=0,
+                  transcript=transcript, usage={"type": "duration", "seconds": round(float(seconds), 3)})
+
+
+def transcription_failed(item_id: str, code: str, message: str) -> dict:
+    return _event("conversation.item.input_audio_transcription.failed", item_id=item_id, content_index=0,
+                  error={"type": "transcription_error", "code": code, "message": message, "param": None})
+
+
 def item_truncated(item_id: str, content_index: int, audio_end_ms: int) -> dict:
     return _event("conversation.item.truncated", item_id=item_id, content_index=content_index,
                   audio_end_ms=int(audio_end_ms))

@@ -47,13 +47,15 @@ class Response:
     think: str = ""
     text: str = ""
     tokens: list = dataclasses.field(default_factory=list)
-    text_tokens: int = 0
     samples_sent: int = 0  # at token2wav's rate
     result: object = None
     failure: Optional[dict] = None
     first_text: Optional[float] = None
     first_audio: Optional[float] = None
     history_note: str = ""
+    config: object = None  # the SessionConfig of this response (the session's, with response.create's fields)
+    out_of_band: bool = False  # response.create conversation "none": no history in, nothing kept
+    client_metadata: dict = dataclasses.field(default_factory=dict)
     consumer: Optional[asyncio.Task] = None
     task: Optional[asyncio.Task] = None
 
@@ -68,11 +70,16 @@ class Responder:
     def active(self) -> bool:
         return self.current is not None
 
-    def start(self, user: UserInput) -> None:
+    def start(self, user: UserInput, config=None, out_of_band: bool = False, metadata: Optional[dict] = None) -> None:
+        """Answer `user`; `config`: this response's SessionConfig (default: the session's);
+        `out_of_band`: decoded without the conversation's history and not added to it; `metadata`:
+        the client's, echoed in response.metadata beside the server's timings."""
         s = self.session
         s.pending = None
         previous = self.current.task if self.current else None
-        resp = Response(P.new_id("resp"), P.new_id("item"), user, audio=s.config.speaks)
+        config = config or s.config
+        resp = Response(P.new_id("resp"), P.new_id("item"), user, audio=config.speaks, config=config,
+                        out_of_band=out_of_band, client_metadata=dict(metadata or {}))
         self.current = resp
         resp.task = asyncio.create_task(self._run(resp, previous))
 
@@ -113,7 +120,7 @@ class Responder:
         if previous is not None:
             await asyncio.shield(previous)
         s = self.session
-        modalities = s.config.modalities
+        modalities = resp.config.modalities
         item = P.assistant_item(resp.item_id, "in_progress", audio=resp.audio)
         prev_item = s.items[-1] if s.items else None
         s.items.append(resp.item_id)
@@ -139,9 +146,9 @@ class Responder:
 
     async def _consume(self, resp: Response) -> None:
         s = self.session
-        user, config = resp.user, s.config
+        user, config = resp.user, resp.config
         history, resp.history_note = [], ""
-        if user.wav:  # off the event loop: the first estimate runs the encoder once
+        if user.wav and not resp.out_of_band:  # off the event loop: the first estimate runs the encoder once
             history, resp.history_note = await asyncio.to_thread(s.conversation.history_for, user.seconds)
         kw = dict(wav=user.wav, text=user.text, history=history or None, key=f"{s.id}-{len(s.items)}",
                   **config.decode)
@@ -169,7 +176,7 @@ class Responder:
             elif kind == "speech_tokens":
                 resp.tokens.extend(ev["tokens"])
             elif kind == "audio" and resp.audio:
-                resample = resample or StreamResampler(ev["sample_rate"])
+                resample = resample or StreamResampler(ev["sample_rate"], resp.config.output_rate)
                 pcm = resample(ev["samples"])
                 if len(pcm):
                     await self.emit_wait(P.audio_delta(resp.id, resp.item_id, encode_pcm16(pcm)))
@@ -210,19 +217,19 @@ class Responder:
                                 audio=resp.audio, text=resp.text)
         self.emit(P.output_item_done(resp.id, 0, item))
         self.emit(P.item_done(item, prev_item))
-        if resp.user.wav is not None and status != "failed":
+        if resp.user.wav is not None and status != "failed" and not resp.out_of_band:
             turn = Turn(resp.user.wav, resp.text, list(kept), resp.user.seconds)
             conv = s.conversation
             conv.turns.append(turn)
             self.turns[resp.item_id] = (turn, list(kept), resp.text)
             for old in conv.turns[:-conv.max_turns] if conv.max_turns > 0 else conv.turns:
                 old.user_audio = b""  # never shown again (only the last max_turns are): free its audio
-        tok = s.engine.pipe.tokenizer
-        text_tokens = len(tok.encode(resp.text + resp.think, add_special_tokens=False)) if resp.text + resp.think else 0
-        usage = {"total_tokens": text_tokens + len(resp.tokens), "input_tokens": 0,
+        result = resp.result
+        input_tokens = result.input_tokens if result is not None else 0  # the prompt's positions
+        text_tokens = result.text_tokens if result is not None else 0  # text ids decoded (not re-tokenized)
+        usage = {"total_tokens": input_tokens + text_tokens + len(resp.tokens), "input_tokens": input_tokens,
                  "output_tokens": text_tokens + len(resp.tokens),
                  "output_token_details": {"text_tokens": text_tokens, "audio_tokens": len(resp.tokens)}}
-        usage["total_tokens"] = usage["output_tokens"]
         self.emit(P.response_done(P.response(resp.id, status, modalities=modalities, output=[item], usage=usage,
                                              metadata=self._metadata(resp), reason=resp.reason,
                                              error_=resp.failure)))
@@ -233,7 +240,8 @@ class Responder:
     def _metadata(self, resp: Response) -> dict:
         s, t0 = self.session, resp.user.committed_at
         now = time.perf_counter()
-        meta = {"task": s.config.task, "end_of_speech_to_done_ms": f"{(now - t0) * 1000:.1f}"}
+        meta = {**resp.client_metadata, "task": resp.config.task,
+                "end_of_speech_to_done_ms": f"{(now - t0) * 1000:.1f}"}
         if resp.first_text is not None:
             meta["end_of_speech_to_first_text_ms"] = f"{(resp.first_text - t0) * 1000:.1f}"
         if resp.first_audio is not None:

@@ -131,7 +131,7 @@ def chat_completion(engine, body: dict, model: str) -> dict:
     except ChatInputError as e:
         raise input_error(e, "messages") from None
     tok = engine.pipe.tokenizer
-    prompt_tokens = count_tokens(tok, kw.get("text", ""))
+    prompt_tokens = result.input_tokens or count_tokens(tok, kw.get("text", ""))  # the positions the LLM read
     completion_tokens = count_tokens(tok, result.text)
     finish = "length" if any("stopped at" in n for n in result.notes) else "stop"
     return {"id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,

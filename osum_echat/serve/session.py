@@ -12,6 +12,7 @@ says was played) is kept as history.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Callable, Optional
@@ -19,11 +20,11 @@ from typing import Callable, Optional
 import numpy as np
 
 from osum_echat.infer.conversation import Conversation
-from osum_echat.infer.runtime import HELPER_TASKS
+from osum_echat.infer.runtime import HELPER_TASKS, ChatInputError
 from osum_echat.serve import protocol as P
 from osum_echat.serve.audio import WIRE_RATES, AudioInputError, StreamResampler, decode_pcm16, resample, wav_bytes
 from osum_echat.serve.responder import Responder, UserInput
-from osum_echat.serve.session_config import SessionConfig, SessionUpdateError
+from osum_echat.serve.session_config import OSUM_KEY, SessionConfig, SessionUpdateError
 from osum_echat.serve.vad import RATE as VAD_RATE
 from osum_echat.serve.vad import StreamingVad
 from osum_echat.utils import get_logger
@@ -52,6 +53,7 @@ class RealtimeSession:
         self.responder = Responder(self, emit, emit_wait)
         self.items: list = []  # conversation item ids, in order
         self.pending: Optional[UserInput] = None  # the last user input not answered yet
+        self.transcriptions: set = set()  # running input-audio transcriptions (asyncio tasks)
         self.rate_in = WIRE_RATES[0]
         self._reset_buffer()
         self.stream_pos = 0  # 16 kHz samples received since the session started (VAD timeline)
@@ -100,6 +102,9 @@ class RealtimeSession:
         old_vad = self.config.turn_detection
         self.config = self.config.updated(event.get("session"), self.variants, tuple(self.engine.voices))
         self.conversation.task = self.config.task
+        if self.config.input_rate != self.rate_in:  # audio buffered at the old rate cannot be continued
+            self.rate_in = self.config.input_rate
+            self._reset_buffer()
         if self.config.turn_detection != old_vad:
             self._new_vad()
         self.emit(P.session_updated(self.session_object()))
@@ -204,6 +209,23 @@ class RealtimeSession:
         self.pending = user
         self.emit(P.item_created(item, previous))
         self.emit(P.item_done(item, previous))
+        if user.wav is not None and self.config.transcription is not None:
+            task = asyncio.create_task(self._transcribe(user))
+            self.transcriptions.add(task)
+            task.add_done_callback(self.transcriptions.discard)
+
+    async def _transcribe(self, user: UserInput) -> None:
+        """audio.input.transcription: the checkpoint's own ASR of the user's audio, beside the response
+        (decoded in the same batch as the other requests)."""
+        try:
+            result = await self.engine.arun(HELPER_TASKS["transcribe"], wav=user.wav,
+                                            key=f"{self.id}-asr-{user.item_id}", greedy=True)
+            self.emit(P.transcription_completed(user.item_id, result.text, user.seconds))
+        except ChatInputError as e:
+            self.emit(P.transcription_failed(user.item_id, e.reason, str(e)))
+        except Exception as e:  # noqa: BLE001 - the turn goes on without its transcript
+            log.exception("transcription of %s failed", user.item_id)
+            self.emit(P.transcription_failed(user.item_id, "server_error", f"{type(e).__name__}: {e}"))
 
     # -------------------------------------------------------------- items
     async def on_item_create(self, event) -> None:
@@ -265,7 +287,38 @@ class RealtimeSession:
                               "response.done or send response.cancel")
         if self.pending is None:
             raise ClientError("no_user_input", "nothing to answer: commit audio or create a user item first")
-        self.responder.start(self.pending)
+        config, out_of_band, metadata = self._response_params(event.get("response"))
+        self.responder.start(self.pending, config, out_of_band, metadata)
+
+    def _response_params(self, params) -> tuple:
+        """response.create's `response` object: (this response's SessionConfig, out of band, client
+        metadata). Its instructions, max_output_tokens, output_modalities, audio.output.voice and
+        osum fields apply to this response only, read as session.update reads them."""
+        if params is None:
+            return None, False, {}
+        if not isinstance(params, dict):
+            raise ClientError("invalid_value", "response must be an object", "response")
+        conversation = params.get("conversation", "auto")
+        if conversation not in ("auto", "none"):
+            raise ClientError("invalid_value", "conversation must be \"auto\" (add the answer to this conversation) "
+                              "or \"none\" (an out-of-band answer, without the conversation's history)",
+                              "response.conversation")
+        for name, what in (("input", "items as the input of a response (create them as conversation items first)"),
+                           ("tools", "tools (this model does not call functions)")):
+            if params.get(name):
+                raise ClientError("unsupported_field", f"response.{name}: {what} are not served", f"response.{name}")
+        metadata = params.get("metadata") or {}
+        if not isinstance(metadata, dict) or len(metadata) > 16 or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+            raise ClientError("invalid_value", "metadata must be an object of at most 16 string values",
+                              "response.metadata")
+        fields = {k: params[k] for k in ("instructions", "max_output_tokens", "output_modalities", "audio", OSUM_KEY)
+                  if k in params}
+        try:
+            config = self.config.updated(fields, self.variants, tuple(self.engine.voices))
+        except SessionUpdateError as e:
+            raise ClientError(e.code, str(e), e.param.replace("session.", "response.", 1)) from None
+        return config, conversation == "none", metadata
 
     async def on_response_cancel(self, event) -> None:
         if not self.responder.active:
@@ -273,6 +326,8 @@ class RealtimeSession:
         await self.responder.cancel("client_cancelled")
 
     async def close(self) -> None:
+        for task in list(self.transcriptions):
+            task.cancel()
         await self.responder.shutdown()
 
     HANDLERS = {

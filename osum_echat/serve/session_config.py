@@ -16,7 +16,7 @@ import dataclasses
 from typing import Optional
 
 from osum_echat import tasks as task_table
-from osum_echat.serve.audio import WIRE_RATES
+from osum_echat.serve.audio import EXTENSION_RATES, WIRE_RATES
 
 SERVER_VAD_DEFAULTS = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
                        "create_response": True, "interrupt_response": True}  # OpenAI's defaults
@@ -49,6 +49,9 @@ class SessionConfig:
     variant: Optional[str] = None
     decode: dict = dataclasses.field(default_factory=dict)
     max_output_tokens: Optional[int] = None  # OpenAI's cap on all output tokens -> DecodeConfig.max_total_tokens
+    transcription: Optional[dict] = None  # audio.input.transcription: the model's own ASR of each user turn
+    input_rate: int = WIRE_RATES[0]  # PCM16 rates on the wire (extension: session.osum.input_rate / output_rate)
+    output_rate: int = WIRE_RATES[0]
 
     @property
     def spec(self):
@@ -69,11 +72,11 @@ class SessionConfig:
                 "instructions": self.instructions, "output_modalities": self.modalities,
                 "max_output_tokens": self.max_output_tokens or "inf", "tools": [], "tool_choice": "auto",
                 "audio": {"input": {"format": pcm, "turn_detection": copy.deepcopy(self.turn_detection),
-                                    "transcription": None, "noise_reduction": None},
+                                    "transcription": copy.deepcopy(self.transcription), "noise_reduction": None},
                           "output": {"format": pcm, "voice": self.voice, "speed": 1.0}},
                 OSUM_KEY: {"task": self.task, "input": spec.input, "think": spec.think, "speaks": spec.speech_output,
                            "audio_output": self.audio_on, "variant": self.variant, "variants": list(variants),
-                           "voices": list(voices),
+                           "voices": list(voices), "input_rate": self.input_rate, "output_rate": self.output_rate,
                            "decode": dict(self.decode)}}
 
     def updated(self, session: dict, variants: tuple = (), voices: tuple = ()) -> "SessionConfig":
@@ -104,6 +107,8 @@ class SessionConfig:
                 _check_format(conf["format"], f"session.audio.{side}.format")
         if "turn_detection" in sides["input"]:
             new.turn_detection = _turn_detection(sides["input"]["turn_detection"])
+        if "transcription" in sides["input"]:
+            new.transcription = _transcription(sides["input"]["transcription"])
         voice = sides["output"].get("voice")
         if voice is not None:
             voice = voice.get("id") if isinstance(voice, dict) else voice
@@ -123,6 +128,13 @@ class SessionConfig:
             new.variant = osum["variant"]
         if "decode" in osum:
             new.decode = _decode(osum["decode"])
+        for side in ("input_rate", "output_rate"):
+            if side in osum:
+                rate = osum[side]
+                if rate not in EXTENSION_RATES or isinstance(rate, bool):
+                    raise SessionUpdateError("unsupported_sample_rate", f"{side} {rate!r}: PCM16 is served at "
+                                             f"{', '.join(map(str, EXTENSION_RATES))} Hz", f"session.{OSUM_KEY}.{side}")
+                setattr(new, side, rate)
         if new.speaks and not new.audio_on:
             raise SessionUpdateError("audio_output_off", f"task {new.task} speaks, but this server runs without "
                                      "--token2wav_dir: audio output is off; choose a text task "
@@ -172,6 +184,24 @@ def _turn_detection(td) -> Optional[dict]:
         if not ok or (key == "threshold" and not 0 < value < 1):
             raise SessionUpdateError("invalid_value", f"turn_detection.{key}={value!r} is not valid", f"{param}.{key}")
         out[key] = value
+    return out
+
+
+def _transcription(value) -> Optional[dict]:
+    """null (off) or {model, language, prompt}: any model name is accepted and answered by the
+    loaded checkpoint's <TRANSCRIBE> task; language and prompt are echoed, not used."""
+    param = "session.audio.input.transcription"
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise SessionUpdateError("invalid_value", "transcription must be null or an object {model, language, prompt}",
+                                 param)
+    out = {}
+    for key in ("model", "language", "prompt"):
+        if value.get(key) is not None:
+            if not isinstance(value[key], str):
+                raise SessionUpdateError("invalid_value", f"transcription.{key} must be a string", f"{param}.{key}")
+            out[key] = value[key]
     return out
 
 

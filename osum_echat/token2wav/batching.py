@@ -4,10 +4,10 @@
     with batcher.stream(deadline) as s:                      # one per streamed utterance
         for chunk in t2w.stream(tokens, prompt=p, solver=s.solve, gate=s.turn): ...
 
-One piece of heavy work runs at a time (one estimator pass of a window's flow ODE, or the rest of a
-window: token encoding, cross-fade, vocoder), and when the running piece ends the waiting piece with
-the earliest deadline goes next (earliest deadline first; an ODE lets a more urgent window in
-between two of its passes). A stream's deadline is the moment its listener runs
+One piece of heavy work runs at a time (one estimator pass of a window's flow ODE, one residual
+block of its vocoder, its token encoding), and when the running piece ends the waiting piece with
+the earliest deadline goes next (earliest deadline first: an ODE lets a more urgent window in
+between two of its passes, a vocoder between two of its blocks). A stream's deadline is the moment its listener runs
 out of audio: the time its first packet went out plus the seconds of audio sent since; before its
 first packet, the time it opened - so a reply that has not started yet goes before the windows of
 replies whose listeners still have audio queued, and under load the first audio of a new reply does
@@ -93,9 +93,11 @@ class PriorityGate:
 
     @contextlib.contextmanager
     def hold(self, priority: float):
-        self.wait(self.enqueue(priority))
+        """Held for the block; yields `pause()`, which lets a more urgent waiter run first."""
+        entry = self.enqueue(priority)
+        self.wait(entry)
         try:
-            yield
+            yield lambda: self.yield_to_urgent(entry)
         finally:
             self.release()
 

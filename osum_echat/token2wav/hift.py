@@ -184,8 +184,9 @@ class HiFTGenerator(nn.Module):
         spec = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
         return torch.istft(spec, self.n_fft, self.hop, self.n_fft, window=self.stft_window)
 
-    def decode(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """mel (B, 80, N) + source (B, 1, 256N) -> waveform (B, 256N)."""
+    def decode(self, x: torch.Tensor, s: torch.Tensor, pause=None) -> torch.Tensor:
+        """mel (B, 80, N) + source (B, 1, 256N) -> waveform (B, 256N). `pause()`, when given, is
+        called between residual blocks (token2wav/batching.py lets a more urgent window run there)."""
         s_real, s_imag = self._stft(s.squeeze(1).float())
         s_stft = torch.cat([s_real, s_imag], dim=1).to(x.dtype)
         if wants_channels_last(self.conv_pre.weight):
@@ -200,6 +201,8 @@ class HiFTGenerator(nn.Module):
             for j in range(self.num_kernels):
                 y = self.resblocks[i * self.num_kernels + j](x)
                 xs = y if xs is None else xs + y
+                if pause is not None:
+                    pause()
             x = xs / self.num_kernels
         x = conv(self.conv_post, F.leaky_relu(x))   # default slope 0.01 here, as upstream
         x = (from_cl(x) if x.dim() == 4 else x).float()

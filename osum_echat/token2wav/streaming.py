@@ -76,7 +76,7 @@ class _VocoderStream:
         self.phase_vec = self.hift.m_source.random_phases(1, generator) if noise else None
 
     @torch.inference_mode()
-    def push(self, new_mel: torch.Tensor, final: bool):
+    def push(self, new_mel: torch.Tensor, final: bool, pause=None):
         self.mel = new_mel if self.mel is None else torch.cat([self.mel, new_mel], dim=-1)
         total = self.mel.shape[-1]
         end = total if final else total - self.conf.vocoder_lookahead
@@ -86,7 +86,7 @@ class _VocoderStream:
         window = self.mel[:, :, start:].to(self.hift.conv_pre.weight)
         s, cycles = self.hift.source(window, self.noise, self.phase_at[:, :, start:start + 1], self.generator,
                                      self.phase_vec)
-        wav = self.hift.decode(window, s.to(window.dtype)).float()[0]
+        wav = self.hift.decode(window, s.to(window.dtype), pause).float()[0]
         # cycles elapsed at each newly emitted frame boundary, measured inside this window's interior
         cyc = torch.cat([self.phase_at[:, :, start:start + 1], cycles], dim=-1)
         idx = torch.arange(self.emitted + 1, end + 1, device=cyc.device) - start
@@ -103,7 +103,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
     """The generator behind Token2Wav.stream (see the module docstring). `solver(z, mu, spks, cond,
     steps)`: the flow's ODE solve of a window (default `flow.decoder.solve`); `gate()`: a context
     manager held around the rest of each window's work, before and after the solve (never around
-    it). batching.SolveBatcher gives both: concurrent streams' windows by deadline, aligned ODEs
+    it), giving a `pause()` the vocoder calls between its blocks (or None). batching.SolveBatcher gives both: concurrent streams' windows by deadline, aligned ODEs
     together."""
     flow = t2w.flow
     solve = solver or flow.decoder.solve
@@ -141,7 +141,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
                 z_win = torch.zeros_like(mu)
         with torch.inference_mode():
             x = solve(z_win, mu, spks, cond, steps)
-        with gate(), torch.inference_mode():
+        with gate() as pause, torch.inference_mode():
             new = x[:, :, n_prompt_frames + e - fa:]
             if held is not None:
                 new = crossfade(held, new)
@@ -151,7 +151,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
             state["done"] = b
             if mel_out is not None:
                 mel_out.append(ready[0].float().cpu())
-            return voc.push(ready.float(), final=last)
+            return voc.push(ready.float(), final=last, pause=pause)
 
     next_b, hop = conf.first_chunk, conf.hop
     for tok in tokens_iterable:
@@ -175,7 +175,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
         held = state["held"] if state["held"] is not None else state["final"][:, :, :0]
         if mel_out is not None:
             mel_out.append(held[0].float().cpu())
-        with gate():
-            out = voc.push(held.float(), final=True)
+        with gate() as pause:
+            out = voc.push(held.float(), final=True, pause=pause)
     if out is not None and out.numel():
         yield out

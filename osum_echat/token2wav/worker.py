@@ -16,7 +16,7 @@ utterances are still solved as one batch (batching.SolveBatcher), as in-process.
 
 Messages over one duplex pipe: ("open", sid, prompt), ("code", sid, id), ("end", sid), ("stop", sid),
 ("close",) to the worker; ("ready", sample_rate) | ("fatal", message) once, then ("audio", sid,
-samples) and ("voice_end", sid, (error, busy seconds)) back. A worker that dies ends the utterances in
+samples) and ("voice_end", sid, (error, busy seconds, (solves, windows solved))) back. A worker that dies ends the utterances in
 flight with an error (their text stands) and is started again by the next `open`.
 """
 from __future__ import annotations
@@ -90,6 +90,7 @@ class VoiceWorker:
         self._conn = self._proc = None
         self.restarts = -1
         self.sample_rate: Optional[int] = None
+        self.solves = self.solve_rows = 0  # the worker's batched ODE solves and the windows in them
         with self._lock:
             self._start()
 
@@ -189,7 +190,8 @@ class VoiceWorker:
                 if not voice.cancel.is_set():
                     voice.events.put(("audio", value))
             else:
-                voice._end(*value)
+                error, busy, (self.solves, self.solve_rows) = value
+                voice._end(error, busy)
         proc.join(CLOSE_TIMEOUT_S)
         with self._lock:
             if self._proc is proc:  # not a close(): the worker died
@@ -207,14 +209,15 @@ class VoiceWorker:
 class _Outbox:
     """A LocalVoice's events, sent to the parent tagged with the stream id."""
 
-    def __init__(self, sid: int, send, voices: dict):
-        self.sid, self.send, self.voices, self.voice = sid, send, voices, None
+    def __init__(self, sid: int, send, voices: dict, batcher):
+        self.sid, self.send, self.voices, self.batcher, self.voice = sid, send, voices, batcher, None
 
     def put(self, item) -> None:
         kind, value = item
         if kind == "voice_end":
             self.voices.pop(self.sid, None)
-            value = (value, self.voice.busy if self.voice is not None else 0.0)
+            value = (value, self.voice.busy if self.voice is not None else 0.0,
+                     (self.batcher.solves, self.batcher.rows))
         self.send((kind, self.sid, value))
 
 
@@ -262,7 +265,7 @@ def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, thread
             break
         sid = msg[1]
         if op == "open":
-            out = _Outbox(sid, send, voices)
+            out = _Outbox(sid, send, voices, batcher)
             out.voice = voices[sid] = LocalVoice(t2w, msg[2], out, threading.Event(), batcher)
             continue
         voice = voices.get(sid)

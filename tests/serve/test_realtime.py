@@ -9,6 +9,7 @@ import urllib.request
 import numpy as np
 import openai
 import pytest
+import soundfile as sf
 import soxr
 from websockets.exceptions import ConnectionClosed
 
@@ -104,6 +105,9 @@ def test_sdk_audio_turn_is_the_pipelines_greedy_answer(server, pipe, spoken_wav)
                         max_speech_tokens=40)
     assert transcript == expected.text
     assert done.usage.output_token_details.audio_tokens == len(expected.speech_tokens)
+    frames = len(as_16k(raw)) / 16000 * 100 / 8  # 10 ms fbank frames, 2x (encoder) x 4x (adapter) fewer
+    assert done.usage.input_tokens > frames  # ... plus the system text and the chat template
+    assert done.usage.total_tokens == done.usage.input_tokens + done.usage.output_tokens
     # 24 kHz PCM16 of token2wav's 22,050 Hz answer: the same duration
     assert abs(len(audio) / 2 / 24000 - expected.audio.numel() / expected.sample_rate) < 0.01
     assert float(done.metadata["end_of_speech_to_first_audio_ms"]) > 0
@@ -149,7 +153,7 @@ def test_commit_mode_two_turns_use_history(rt, spoken_wav):
     c.send(COMMIT_MODE)
     c.until("session.updated")
     raw = pcm24k(spoken_wav)
-    seen = []
+    seen, read = [], []
     for turn in range(2):
         c.append_audio(raw)
         c.send({"type": "input_audio_buffer.commit"})
@@ -157,8 +161,11 @@ def test_commit_mode_two_turns_use_history(rt, spoken_wav):
         events = c.until("response.done")
         assert "input_audio_buffer.speech_started" not in types(events)  # the client commits
         seen.append(events[-1]["response"]["metadata"]["history_turns"])
+        read.append(events[-1]["response"]["usage"]["input_tokens"])
         assert audio_bytes(events) > 0
     assert seen == ["0", "1"]
+    question = len(raw) / 2 / 24000 * 100 / 8  # its speech positions (see the SDK audio turn)
+    assert read[1] - read[0] > question  # the second prompt holds the first question again, and its answer
 
 
 def test_concurrent_sessions_get_what_they_get_alone(rt, pipe, spoken_wav, spoken_wav2):
@@ -312,6 +319,97 @@ BAD = [
     ({"type": "session.update", "session": {"osum": {"decode": {"max_txt": 3}}}, "event_id": "evt_11"},
      "unknown_decode_field"),
 ]
+
+
+def test_response_create_fields_apply_to_that_response_only(rt, spoken_wav):
+    c = rt()
+    c.send(COMMIT_MODE)
+    c.until("session.updated")
+    raw = pcm24k(spoken_wav)
+
+    def ask(response=None):
+        c.append_audio(raw)
+        c.send({"type": "input_audio_buffer.commit"})
+        c.send({"type": "response.create", **({"response": response} if response is not None else {})})
+        return c.until("response.done")[-1]["response"]
+
+    first = ask()
+    assert first["metadata"]["history_turns"] == "0"
+    aside = ask({"conversation": "none", "max_output_tokens": 3, "metadata": {"ticket": "t-7"}})
+    assert aside["metadata"]["ticket"] == "t-7" and aside["metadata"]["history_turns"] == "0"  # no history in
+    assert aside["usage"]["output_tokens"] <= 3 and aside["status"] == "incomplete"
+    assert aside["usage"]["input_tokens"] < first["usage"]["input_tokens"] + 5
+    again = ask()
+    assert again["metadata"]["history_turns"] == "1"  # the out-of-band answer was not added
+    assert again["usage"]["output_tokens"] > 3 and "ticket" not in again["metadata"]  # the cap was that response's
+    for response, code, param in [({"conversation": "maybe"}, "invalid_value", "response.conversation"),
+                                  ({"tools": [{"type": "function", "name": "f"}]}, "unsupported_field", "response.tools"),
+                                  ({"output_modalities": ["text"]}, "unsupported_modalities", "response.output_modalities"),
+                                  ({"max_output_tokens": -1}, "invalid_value", "response.max_output_tokens"),
+                                  ({"metadata": {"n": 5}}, "invalid_value", "response.metadata"), (7, "invalid_value", "response")]:
+        c.append_audio(raw)
+        c.send({"type": "input_audio_buffer.commit"})
+        c.send({"type": "response.create", "event_id": "evt_r", "response": response})
+        err = c.until("error")[-1]["error"]
+        assert (err["code"], err["param"], err["event_id"]) == (code, param, "evt_r"), response
+    assert ask()["status"] in ("completed", "incomplete")  # the buffered question is still answered
+
+
+def test_other_wire_rates_as_the_declared_extension(rt, spoken_wav):
+    c = rt()
+    c.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {"turn_detection": None}},
+                                                  "osum": {"input_rate": 16000, "output_rate": 8000}}})
+    session = c.until("session.updated")[-1]["session"]  # validated against the SDK's types: format stays 24 kHz
+    assert (session["osum"]["input_rate"], session["osum"]["output_rate"]) == (16000, 8000)
+    assert session["audio"]["input"]["format"]["rate"] == 24000
+    x, rate = sf.read(spoken_wav, dtype="float32")
+    pcm16k = (np.clip(soxr.resample(x, rate, 16000), -1, 1) * 32767).astype("<i2").tobytes()
+    c.append_audio(pcm16k)
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    events = c.until("response.done")
+    done = events[-1]["response"]
+    codes = done["usage"]["output_token_details"]["audio_tokens"]
+    assert codes > 0 and abs(audio_bytes(events) / 2 / 8000 - codes / 25) < 0.05  # 25 codes a second, at 8 kHz
+    c24 = rt()  # the same question at the standard 24 kHz: the model reads as many positions
+    c24.send(COMMIT_MODE)
+    c24.until("session.updated")
+    c24.append_audio(pcm24k(spoken_wav))
+    c24.send({"type": "input_audio_buffer.commit"})
+    c24.send({"type": "response.create"})
+    assert abs(c24.until("response.done")[-1]["response"]["usage"]["input_tokens"] - done["usage"]["input_tokens"]) <= 1
+    c.send({"type": "session.update", "event_id": "evt_rate", "session": {"osum": {"input_rate": 11025}}})
+    err = c.until("error")[-1]["error"]
+    assert (err["code"], err["param"]) == ("unsupported_sample_rate", "session.osum.input_rate")
+
+
+def test_input_audio_transcription_is_the_checkpoints_own_asr(rt, pipe, spoken_wav):
+    c = rt()
+    c.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
+        "turn_detection": None, "transcription": {"model": "whisper-1", "language": "en"}}}}})
+    session = c.until("session.updated")[-1]["session"]
+    assert session["audio"]["input"]["transcription"] == {"model": "whisper-1", "language": "en"}
+    raw = pcm24k(spoken_wav)
+    c.append_audio(raw)
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    events = c.until("response.done")
+    kinds = types(events)
+    if "conversation.item.input_audio_transcription.completed" not in kinds:  # it runs beside the response
+        events += c.until("conversation.item.input_audio_transcription.completed")
+    item = next(e for e in events if e["type"] == "input_audio_buffer.committed")["item_id"]
+    done = next(e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed")
+    expected = pipe.run("<TRANSCRIBE>", wav=(as_16k(raw), 16000), greedy=True, max_text_tokens=8)  # the server's cap
+    assert (done["item_id"], done["transcript"]) == (item, expected.text)
+    assert abs(done["usage"]["seconds"] - len(raw) / 2 / 24000) < 0.01
+    c.send({"type": "session.update", "session": {"audio": {"input": {"transcription": None}}}})
+    assert c.until("session.updated")[-1]["session"]["audio"]["input"]["transcription"] is None
+    c.append_audio(raw)
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create"})
+    assert "conversation.item.input_audio_transcription.completed" not in types(c.until("response.done"))
+    c.send({"type": "session.update", "event_id": "evt_t", "session": {"audio": {"input": {"transcription": 3}}}})
+    assert c.until("error")[-1]["error"]["param"] == "session.audio.input.transcription"
 
 
 def test_every_bad_input_gets_an_error_and_the_session_goes_on(rt, spoken_wav):

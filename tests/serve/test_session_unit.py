@@ -33,7 +33,8 @@ class ScriptedEngine:
             yield {"type": "think_delta", "text": piece}
         for piece in ANSWER.split(" "):
             yield {"type": "text_delta", "text": piece + " "}
-        result = types.SimpleNamespace(notes=[], history_turns=0, timings={"llm": 0.01})
+        result = types.SimpleNamespace(notes=[], history_turns=0, timings={"llm": 0.01}, input_tokens=12,
+                                       text_tokens=3)
         yield {"type": "done", "result": result}
 
 
