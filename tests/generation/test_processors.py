@@ -71,6 +71,24 @@ def test_temperature_top_k_top_p_match_their_definitions():
         assert {i for i in range(5) if math.isfinite(out[i])} == keep, top_p
 
 
+def test_top_p_after_top_k_on_a_large_vocabulary_keeps_the_top_p_set_by_hand():
+    """After TopK the survivors alone are sorted (the fast path): the kept ids are still the smallest
+    set of top ids whose probability reaches p, computed here independently."""
+    g = torch.Generator().manual_seed(3)
+    for top_k, top_p in ((10, 0.9), (15, 0.8), (5, 0.5)):
+        scores = TopK(top_k)(torch.randn(3, 151936, generator=g) * 3, None)
+        out = TopP(top_p)(scores.clone(), None)
+        for row, got in zip(scores, out):
+            ids = [int(i) for i in torch.nonzero(torch.isfinite(row)).flatten()]
+            p = np.exp(row[ids].double().numpy() - row[ids].max().item())
+            p = p / p.sum()
+            order = np.argsort(-p)
+            n_keep = int(np.searchsorted(np.cumsum(p[order]), top_p) + 1)
+            assert {ids[j] for j in order[:n_keep]} == {int(i) for i in torch.nonzero(torch.isfinite(got)).flatten()}
+            kept = torch.isfinite(got)
+            assert torch.equal(got[kept], row[kept])  # kept scores are untouched
+
+
 def test_chain_order_and_greedy_drops_the_warpers():
     conf = DecodeConfig(do_sample=True, temperature=1.2, top_k=10, top_p=0.9, repetition_penalty=1.05,
                         tag_cot_constraint=True, speech_repeat_blocking=True, speech_repetition_penalty=1.1)
