@@ -139,7 +139,8 @@ async def barge_turn(client: Client, mic: Mic, turn: Turn, pcm: bytes, interrupt
     return follow
 
 
-async def run_session(url, api_key, extra, sid, n_turns, mode, questions, args, out):
+async def run_session(url, api_key, extra, sid, n_turns, mode, questions, args, out, barrier=None):
+    """One session's turns; `barrier` (commit mode, --together): every session asks each turn at once."""
     client = Client(url, api_key, extra)
     mic = Mic(client)
     try:
@@ -150,6 +151,8 @@ async def run_session(url, api_key, extra, sid, n_turns, mode, questions, args, 
             turn = Turn(sid, i, mode)
             q = questions[(sid + i) % len(questions)]
             try:
+                if barrier is not None:
+                    await barrier.wait()
                 if mode == "commit":
                     await commit_turn(client, turn, q, args.turn_timeout)
                 elif mode == "vad":
@@ -172,6 +175,8 @@ async def run_session(url, api_key, extra, sid, n_turns, mode, questions, args, 
     except Exception as e:  # noqa: BLE001 - a session that could not start is a result, not a crash
         out.append(Turn(sid, -1, mode, error=f"session failed: {e!r}"))
     finally:
+        if barrier is not None:
+            await barrier.abort()  # the others do not wait for this session's next turn
         await mic.stop()
         await client.close()
 
@@ -179,7 +184,8 @@ async def run_session(url, api_key, extra, sid, n_turns, mode, questions, args, 
 async def run(url, args, extra, n_sessions, n_turns, mode, questions) -> tuple:
     out: list = []
     start = time.perf_counter()
-    await asyncio.gather(*(run_session(url, args.api_key, extra, s, n_turns, mode, questions, args, out)
+    barrier = asyncio.Barrier(n_sessions) if getattr(args, "together", False) and mode == "commit" else None
+    await asyncio.gather(*(run_session(url, args.api_key, extra, s, n_turns, mode, questions, args, out, barrier)
                            for s in range(n_sessions)))
     return out, time.perf_counter() - start
 
@@ -402,6 +408,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sessions", default="1,4", help="concurrent sessions for the commit mode")
     ap.add_argument("--modes", default="commit,vad,barge")
     ap.add_argument("--turn_timeout", type=float, default=120.0)
+    ap.add_argument("--together", action="store_true",
+                    help="commit mode: the sessions ask each turn at the same moment (peak concurrency) instead of "
+                         "each asking again as soon as its last answer is done")
     ap.add_argument("--load", action="store_true")
     ap.add_argument("--load_sessions", type=int, default=8)
     ap.add_argument("--load_turns", type=int, default=10)

@@ -243,6 +243,8 @@ def stream_request(pipe, task: str, wav=None, text: Optional[str] = None, prompt
             result.audio = torch.from_numpy(np.concatenate(sent_audio)) if sent_audio else torch.zeros(0)
             result.sample_rate = pipe.token2wav.sample_rate
             timings["token2wav"] = voice.busy
+            if voice.first_packet is not None:  # first code -> first packet, where token2wav runs
+                timings["token2wav_first_packet"] = voice.first_packet
         timings["total"] = time.perf_counter() - start
         finished = True
         yield StreamEvent("done", result=result)

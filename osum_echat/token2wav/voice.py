@@ -5,7 +5,8 @@
     events.get() -> ("audio", float32 ndarray) ..., then once ("voice_end", error message or None)
 
 `LocalVoice` renders in a thread of this process. Both kinds share this interface: `push`, `finish`,
-`stop`, `started`, `running`, `join()` and `busy` (seconds spent rendering).
+`stop`, `started`, `running`, `join()`, `busy` (seconds spent rendering) and `first_packet`
+(seconds from the first code to the first packet).
 """
 from __future__ import annotations
 
@@ -40,6 +41,11 @@ class LocalVoice:
         self.opened_at: Optional[float] = None  # first code pushed
         self.first_audio_at: Optional[float] = None
         self.audio_s = 0.0  # seconds of audio sent
+
+    @property
+    def first_packet(self) -> Optional[float]:
+        """Seconds from the first code to the first packet (None before it)."""
+        return None if self.first_audio_at is None else self.first_audio_at - self.opened_at
 
     def deadline(self) -> float:
         """When the listener runs out of audio (batching.py renders the earliest first): the first

@@ -16,8 +16,9 @@ utterances are still solved as one batch (batching.SolveBatcher), as in-process.
 
 Messages over one duplex pipe: ("open", sid, prompt), ("code", sid, id), ("end", sid), ("stop", sid),
 ("close",) to the worker; ("ready", sample_rate) | ("fatal", message) once, then ("audio", sid,
-samples) and ("voice_end", sid, (error, busy seconds, (solves, windows solved))) back. A worker that dies ends the utterances in
-flight with an error (their text stands) and is started again by the next `open`.
+samples) and ("voice_end", sid, (error, busy s, first packet s, (solves, windows solved))) back.
+A worker that dies ends the utterances in flight with an error (their text stands) and is started
+again by the next `open`.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class RemoteVoice:
         self.started = False
         self.ended = threading.Event()
         self.busy = 0.0
+        self.first_packet: Optional[float] = None  # measured in the worker
 
     def push(self, code: int) -> None:
         if self.ended.is_set():
@@ -67,9 +69,9 @@ class RemoteVoice:
     def join(self) -> None:
         self.ended.wait()
 
-    def _end(self, error: Optional[str], busy: float = 0.0) -> None:
+    def _end(self, error: Optional[str], busy: float = 0.0, first_packet: Optional[float] = None) -> None:
         if not self.ended.is_set():
-            self.busy = busy
+            self.busy, self.first_packet = busy, first_packet
             self.ended.set()
             self.events.put(("voice_end", error))
 
@@ -190,8 +192,8 @@ class VoiceWorker:
                 if not voice.cancel.is_set():
                     voice.events.put(("audio", value))
             else:
-                error, busy, (self.solves, self.solve_rows) = value
-                voice._end(error, busy)
+                error, busy, first_packet, (self.solves, self.solve_rows) = value
+                voice._end(error, busy, first_packet)
         proc.join(CLOSE_TIMEOUT_S)
         with self._lock:
             if self._proc is proc:  # not a close(): the worker died
@@ -216,7 +218,8 @@ class _Outbox:
         kind, value = item
         if kind == "voice_end":
             self.voices.pop(self.sid, None)
-            value = (value, self.voice.busy if self.voice is not None else 0.0,
+            voice = self.voice
+            value = (value, voice.busy if voice else 0.0, voice.first_packet if voice else None,
                      (self.batcher.solves, self.batcher.rows))
         self.send((kind, self.sid, value))
 
