@@ -50,6 +50,15 @@ class StreamConfig:
             raise ValueError(f"stream: overlap ({self.overlap}) must be smaller than first_chunk and hop")
 
 
+def window_ends(conf: StreamConfig):
+    """How many codes each window of a stream waits for: first_chunk, then every hop (growing)."""
+    end, hop = conf.first_chunk, conf.hop
+    while True:
+        yield end
+        end += hop
+        hop = min(conf.max_hop, int(hop * conf.hop_growth))
+
+
 def crossfade(held: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
     """Blend the first held.shape[-1] frames of `new` with `held`: sin^2 fade-in, cos^2 fade-out (sum 1)."""
     n = held.shape[-1]
@@ -153,7 +162,8 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
                 mel_out.append(ready[0].float().cpu())
             return voc.push(ready.float(), final=last, pause=pause)
 
-    next_b, hop = conf.first_chunk, conf.hop
+    ends = window_ends(conf)
+    next_b = next(ends)
     for tok in tokens_iterable:
         tok = int(tok)
         if tok == vocab:      # the LLM's end of speech: the stream is complete
@@ -165,8 +175,7 @@ def stream_tokens(t2w, tokens_iterable, prompt, noise: bool, conf: StreamConfig,
             out = run(next_b, last=False)
             if out is not None and out.numel():
                 yield out
-            next_b += hop
-            hop = min(conf.max_hop, int(hop * conf.hop_growth))
+            next_b = next(ends)
     if not received:
         raise ValueError("no speech tokens to render (the stream ended before its first token)")
     if len(received) > state["done"]:

@@ -52,11 +52,15 @@ class LocalVoice:
         packet's time plus the audio sent since; before the first packet, when the stream opened."""
         return self.opened_at if self.first_audio_at is None else self.first_audio_at + self.audio_s
 
-    def push(self, code: int) -> None:
+    def start(self) -> None:
+        """Start rendering (the first `push` does it too): the stream's set-up runs before its codes."""
         if self.thread is None:
             self.opened_at = time.perf_counter()
             self.thread = threading.Thread(target=self._run, name="osum-token2wav", daemon=True)
             self.thread.start()
+
+    def push(self, code: int) -> None:
+        self.start()
         self.codes.put(code)
 
     def finish(self) -> None:

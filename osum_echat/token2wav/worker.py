@@ -14,20 +14,23 @@ token2wav's threads to let go of it: measured with the tiny demo models on 2 cor
 the cores; inside it, every utterance keeps its thread and the aligned flow windows of concurrent
 utterances are still solved as one batch (batching.SolveBatcher), as in-process.
 
-Messages over one duplex pipe: ("open", sid, prompt), ("code", sid, id), ("end", sid), ("stop", sid),
-("close",) to the worker; ("ready", sample_rate) | ("fatal", message) once, then ("audio", sid,
+Messages over one duplex pipe: ("open", sid, prompt), ("codes", sid, [ids of a window]), ("end", sid),
+("stop", sid), ("close",) to the worker; ("ready", (sample_rate, StreamConfig fields)) | ("fatal",
+message) once, then ("audio", sid,
 samples) and ("voice_end", sid, (error, busy s, first packet s, (solves, windows solved))) back.
 A worker that dies ends the utterances in flight with an error (their text stands) and is started
 again by the next `open`.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import multiprocessing as mp
 import os
 import threading
 from typing import Optional
 
+from osum_echat.token2wav.streaming import StreamConfig, window_ends
 from osum_echat.utils import get_logger
 
 log = get_logger("osum_echat.voice_worker")
@@ -37,7 +40,10 @@ CLOSE_TIMEOUT_S = 5.0
 
 
 class RemoteVoice:
-    """One utterance rendered by the worker (the voice.py interface)."""
+    """One utterance rendered by the worker (the voice.py interface). Codes go over in one message
+    per window (the worker's window schedule, streaming.window_ends): the worker renders a window
+    only once all its codes are there, so sending each code as it comes would only wake both
+    processes ~25 times a second per utterance for nothing."""
 
     def __init__(self, worker: "VoiceWorker", sid: int, prompt, events, cancel: threading.Event):
         self.worker, self.sid, self.prompt, self.events, self.cancel = worker, sid, prompt, events, cancel
@@ -45,17 +51,32 @@ class RemoteVoice:
         self.ended = threading.Event()
         self.busy = 0.0
         self.first_packet: Optional[float] = None  # measured in the worker
+        self._pending: list = []
+        self._sent = 0
+        self._ends = window_ends(worker.stream_config)
+        self._next_end = next(self._ends)
 
     def push(self, code: int) -> None:
         if self.ended.is_set():
             return
-        if not self.started:
+        if not self.started:  # the worker sets the stream up (thread, prompt) while the codes come
             self.started = True
             self.worker._open(self)
-        self.worker._send(self, ("code", self.sid, int(code)))
+        self._pending.append(int(code))
+        if self._sent + len(self._pending) >= self._next_end:
+            self._flush()
+            while self._next_end <= self._sent:
+                self._next_end = next(self._ends)
+
+    def _flush(self) -> None:
+        if self._pending:
+            codes, self._pending = self._pending, []
+            self._sent += len(codes)
+            self.worker._send(self, ("codes", self.sid, codes))
 
     def finish(self) -> None:
         if self.started:
+            self._flush()
             self.worker._send(self, ("end", self.sid))
 
     def stop(self) -> None:
@@ -92,6 +113,7 @@ class VoiceWorker:
         self._conn = self._proc = None
         self.restarts = -1
         self.sample_rate: Optional[int] = None
+        self.stream_config = StreamConfig()  # the worker's, from its "ready" message
         self.solves = self.solve_rows = 0  # the worker's batched ODE solves and the windows in them
         with self._lock:
             self._start()
@@ -146,7 +168,8 @@ class VoiceWorker:
         if kind != "ready":
             proc.join(CLOSE_TIMEOUT_S)
             raise ValueError(value)
-        self.sample_rate, self._conn, self._proc = value, parent, proc
+        (self.sample_rate, conf), self._conn, self._proc = value, parent, proc
+        self.stream_config = StreamConfig(**conf)
         self.restarts += 1
         threading.Thread(target=self._read, args=(parent, proc), name="osum-voice-reader", daemon=True).start()
 
@@ -257,7 +280,7 @@ def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, thread
         return
     batcher = SolveBatcher(t2w)
     voices: dict = {}
-    send(("ready", t2w.sample_rate))
+    send(("ready", (t2w.sample_rate, dataclasses.asdict(StreamConfig()))))
     while True:
         try:
             msg = conn.recv()
@@ -270,12 +293,14 @@ def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, thread
         if op == "open":
             out = _Outbox(sid, send, voices, batcher)
             out.voice = voices[sid] = LocalVoice(t2w, msg[2], out, threading.Event(), batcher)
+            out.voice.start()
             continue
         voice = voices.get(sid)
         if voice is None:  # stopped already
             continue
-        if op == "code":
-            voice.push(msg[2])
+        if op == "codes":
+            for code in msg[2]:
+                voice.push(code)
         elif op == "end":
             voice.finish()
         elif op == "stop":
