@@ -274,6 +274,9 @@ def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, thread
                 pass
 
     try:
+        if device.startswith("npu"):  # a spawned process has not registered the NPU backend yet
+            from osum_echat.train.devices import device_type
+            device_type("npu")
         t2w = Token2Wav.from_dir(model_dir, device=device, dtype=getattr(torch, dtype))
     except Exception as e:  # noqa: BLE001 - reported to the parent, which fails with it
         send(("fatal", f"token2wav worker: {type(e).__name__}: {e}"))
