@@ -62,6 +62,15 @@ def types(events):
     return [e["type"] for e in events]
 
 
+def ask(c, pcm: bytes, response=None, until: str = "response.done") -> list:
+    """Commit mode: append `pcm`, commit, response.create (with a `response` object when given); the
+    events up to `until`."""
+    c.append_audio(pcm)
+    c.send({"type": "input_audio_buffer.commit"})
+    c.send({"type": "response.create", **({"response": response} if response is not None else {})})
+    return c.until(until)
+
+
 def audio_bytes(events, response_id=None) -> int:
     import base64
     return sum(len(base64.b64decode(e["delta"])) for e in events
@@ -155,10 +164,7 @@ def test_commit_mode_two_turns_use_history(rt, spoken_wav):
     raw = pcm24k(spoken_wav)
     seen, read = [], []
     for turn in range(2):
-        c.append_audio(raw)
-        c.send({"type": "input_audio_buffer.commit"})
-        c.send({"type": "response.create"})
-        events = c.until("response.done")
+        events = ask(c, raw)
         assert "input_audio_buffer.speech_started" not in types(events)  # the client commits
         seen.append(events[-1]["response"]["metadata"]["history_turns"])
         read.append(events[-1]["response"]["usage"]["input_tokens"])
@@ -193,10 +199,7 @@ def test_max_output_tokens_caps_the_answer(rt, spoken_wav):
     c = rt()
     c.send({"type": "session.update", "session": {"max_output_tokens": 5, "audio": {"input": {"turn_detection": None}}}})
     assert c.until("session.updated")[-1]["session"]["max_output_tokens"] == 5
-    c.append_audio(pcm24k(spoken_wav))
-    c.send({"type": "input_audio_buffer.commit"})
-    c.send({"type": "response.create"})
-    done = c.until("response.done")[-1]["response"]
+    done = ask(c, pcm24k(spoken_wav))[-1]["response"]
     assert done["usage"]["output_token_details"]["audio_tokens"] < 5  # ids of both phases count
     c.send({"type": "session.update", "event_id": "evt_m", "session": {"max_output_tokens": 0}})
     assert c.until("error")[-1]["error"]["param"] == "session.max_output_tokens"
@@ -211,10 +214,7 @@ def test_voice_picks_a_speaker_prompt(rt, spoken_wav):
     c.send({"type": "session.update", "session": {"audio": {"input": {"turn_detection": None},
                                                             "output": {"voice": "narrator"}}}})
     assert c.until("session.updated")[-1]["session"]["audio"]["output"]["voice"] == "narrator"
-    c.append_audio(pcm24k(spoken_wav))
-    c.send({"type": "input_audio_buffer.commit"})
-    c.send({"type": "response.create"})
-    events = c.until("response.done")
+    events = ask(c, pcm24k(spoken_wav))
     assert events[-1]["response"]["status"] in ("completed", "incomplete") and audio_bytes(events) > 0
 
 
@@ -279,20 +279,14 @@ def test_response_cancel(rt, spoken_wav):
     err = c.until("error")[-1]["error"]
     assert err["code"] == "response_cancel_not_active" and err["event_id"] == "evt_again"
     # the session goes on: the next turn is answered
-    c.append_audio(pcm24k(spoken_wav))
-    c.send({"type": "input_audio_buffer.commit"})
-    c.send({"type": "response.create"})
-    assert c.until("response.done")[-1]["response"]["status"] in ("completed", "incomplete")
+    assert ask(c, pcm24k(spoken_wav))[-1]["response"]["status"] in ("completed", "incomplete")
 
 
 def test_truncate_keeps_what_was_played(rt, spoken_wav):
     c = rt()
     c.send(COMMIT_MODE)
     c.until("session.updated")
-    c.append_audio(pcm24k(spoken_wav))
-    c.send({"type": "input_audio_buffer.commit"})
-    c.send({"type": "response.create"})
-    events = c.until("response.done")
+    events = ask(c, pcm24k(spoken_wav))
     item = events[-1]["response"]["output"][0]["id"]
     c.send({"type": "conversation.item.truncate", "item_id": item, "content_index": 0, "audio_end_ms": 400})
     ev = c.until("conversation.item.truncated")[-1]
@@ -327,32 +321,30 @@ def test_response_create_fields_apply_to_that_response_only(rt, spoken_wav):
     c.until("session.updated")
     raw = pcm24k(spoken_wav)
 
-    def ask(response=None):
-        c.append_audio(raw)
-        c.send({"type": "input_audio_buffer.commit"})
-        c.send({"type": "response.create", **({"response": response} if response is not None else {})})
-        return c.until("response.done")[-1]["response"]
+    def answer(response=None):
+        return ask(c, raw, response)[-1]["response"]
 
-    first = ask()
+    first = answer()
     assert first["metadata"]["history_turns"] == "0"
-    aside = ask({"conversation": "none", "max_output_tokens": 3, "metadata": {"ticket": "t-7"}})
+    aside = answer({"conversation": "none", "max_output_tokens": 3, "metadata": {"ticket": "t-7"}})
     assert aside["metadata"]["ticket"] == "t-7" and aside["metadata"]["history_turns"] == "0"  # no history in
     assert aside["usage"]["output_tokens"] <= 3 and aside["status"] == "incomplete"
     assert aside["usage"]["input_tokens"] < first["usage"]["input_tokens"] + 5
-    again = ask()
+    again = answer()
     assert again["metadata"]["history_turns"] == "1"  # the out-of-band answer was not added
     assert again["usage"]["output_tokens"] > 3 and "ticket" not in again["metadata"]  # the cap was that response's
-    for response, code, param in [({"conversation": "maybe"}, "invalid_value", "response.conversation"),
-                                  ({"tools": [{"type": "function", "name": "f"}]}, "unsupported_field", "response.tools"),
-                                  ({"output_modalities": ["text"]}, "unsupported_modalities", "response.output_modalities"),
-                                  ({"max_output_tokens": -1}, "invalid_value", "response.max_output_tokens"),
-                                  ({"metadata": {"n": 5}}, "invalid_value", "response.metadata"), (7, "invalid_value", "response")]:
+    bad = [({"conversation": "maybe"}, "invalid_value", "response.conversation"),
+           ({"tools": [{"type": "function", "name": "f"}]}, "unsupported_field", "response.tools"),
+           ({"output_modalities": ["text"]}, "unsupported_modalities", "response.output_modalities"),
+           ({"max_output_tokens": -1}, "invalid_value", "response.max_output_tokens"),
+           ({"metadata": {"n": 5}}, "invalid_value", "response.metadata"), (7, "invalid_value", "response")]
+    for response, code, param in bad:
         c.append_audio(raw)
         c.send({"type": "input_audio_buffer.commit"})
         c.send({"type": "response.create", "event_id": "evt_r", "response": response})
         err = c.until("error")[-1]["error"]
         assert (err["code"], err["param"], err["event_id"]) == (code, param, "evt_r"), response
-    assert ask()["status"] in ("completed", "incomplete")  # the buffered question is still answered
+    assert answer()["status"] in ("completed", "incomplete")  # the buffered question is still answered
 
 
 def test_other_wire_rates_as_the_declared_extension(rt, spoken_wav):
@@ -364,20 +356,15 @@ def test_other_wire_rates_as_the_declared_extension(rt, spoken_wav):
     assert session["audio"]["input"]["format"]["rate"] == 24000
     x, rate = sf.read(spoken_wav, dtype="float32")
     pcm16k = (np.clip(soxr.resample(x, rate, 16000), -1, 1) * 32767).astype("<i2").tobytes()
-    c.append_audio(pcm16k)
-    c.send({"type": "input_audio_buffer.commit"})
-    c.send({"type": "response.create"})
-    events = c.until("response.done")
+    events = ask(c, pcm16k)
     done = events[-1]["response"]
     codes = done["usage"]["output_token_details"]["audio_tokens"]
     assert codes > 0 and abs(audio_bytes(events) / 2 / 8000 - codes / 25) < 0.05  # 25 codes a second, at 8 kHz
     c24 = rt()  # the same question at the standard 24 kHz: the model reads as many positions
     c24.send(COMMIT_MODE)
     c24.until("session.updated")
-    c24.append_audio(pcm24k(spoken_wav))
-    c24.send({"type": "input_audio_buffer.commit"})
-    c24.send({"type": "response.create"})
-    assert abs(c24.until("response.done")[-1]["response"]["usage"]["input_tokens"] - done["usage"]["input_tokens"]) <= 1
+    at_24k = ask(c24, pcm24k(spoken_wav))[-1]["response"]["usage"]["input_tokens"]
+    assert abs(at_24k - done["usage"]["input_tokens"]) <= 1
     c.send({"type": "session.update", "event_id": "evt_rate", "session": {"osum": {"input_rate": 11025}}})
     err = c.until("error")[-1]["error"]
     assert (err["code"], err["param"]) == ("unsupported_sample_rate", "session.osum.input_rate")
@@ -390,10 +377,7 @@ def test_input_audio_transcription_is_the_checkpoints_own_asr(rt, pipe, spoken_w
     session = c.until("session.updated")[-1]["session"]
     assert session["audio"]["input"]["transcription"] == {"model": "whisper-1", "language": "en"}
     raw = pcm24k(spoken_wav)
-    c.append_audio(raw)
-    c.send({"type": "input_audio_buffer.commit"})
-    c.send({"type": "response.create"})
-    events = c.until("response.done")
+    events = ask(c, raw)
     kinds = types(events)
     if "conversation.item.input_audio_transcription.completed" not in kinds:  # it runs beside the response
         events += c.until("conversation.item.input_audio_transcription.completed")
@@ -404,10 +388,7 @@ def test_input_audio_transcription_is_the_checkpoints_own_asr(rt, pipe, spoken_w
     assert abs(done["usage"]["seconds"] - len(raw) / 2 / 24000) < 0.01
     c.send({"type": "session.update", "session": {"audio": {"input": {"transcription": None}}}})
     assert c.until("session.updated")[-1]["session"]["audio"]["input"]["transcription"] is None
-    c.append_audio(raw)
-    c.send({"type": "input_audio_buffer.commit"})
-    c.send({"type": "response.create"})
-    assert "conversation.item.input_audio_transcription.completed" not in types(c.until("response.done"))
+    assert "conversation.item.input_audio_transcription.completed" not in types(ask(c, raw))
     c.send({"type": "session.update", "event_id": "evt_t", "session": {"audio": {"input": {"transcription": 3}}}})
     assert c.until("error")[-1]["error"]["param"] == "session.audio.input.transcription"
 
@@ -422,10 +403,7 @@ def test_every_bad_input_gets_an_error_and_the_session_goes_on(rt, spoken_wav):
         assert err["code"] == code, (message, err)
         assert err["event_id"] == (None if isinstance(message, str) else message["event_id"])
         assert err["message"]
-    c.append_audio(pcm24k(spoken_wav))
-    c.send({"type": "input_audio_buffer.commit"})
-    c.send({"type": "response.create"})
-    assert c.until("response.done")[-1]["response"]["status"] in ("completed", "incomplete")
+    assert ask(c, pcm24k(spoken_wav))[-1]["response"]["status"] in ("completed", "incomplete")
 
 
 def test_input_audio_over_the_turn_limit_is_cleared(rt, spoken_wav):
