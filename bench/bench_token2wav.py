@@ -8,6 +8,8 @@ At full size with random weights (flow 104.9M + HiFT 20.5M parameters), prints:
   - matmul/conv FLOPs of one synthesis (torch's FlopCounterMode), split flow / vocoder;
   - whole-utterance synthesis of `--seconds` of tokens: flow / vocoder time, real-time factor, achieved FLOP
     rate against the matmul rate, in fp32 and bf16 (flow + vocoder weights in bf16; ODE state in fp32);
+  - the fp32 flow with its estimator in ONNX Runtime (serve's default on the CPU) beside torch: whole flow
+    time and a 100-token stream's first/all packets per backend (--no_onnx skips it);
   - quality of each speed switch (bf16, fewer ODE steps): log-mel L1 against the fp32 10-step render; the
     bf16 flow with the fp32 vocoder (time and quality) beside the all-bf16 default;
   - streaming: time to the first audio packet counted from the first token's arrival, against 1/5 of the
@@ -95,6 +97,7 @@ def main(argv=None):
     ap.add_argument("--steps", default="5", help="fewer-ODE-step variants to time, comma separated ('' for none)")
     ap.add_argument("--no_bf16", action="store_true")
     ap.add_argument("--no_stream", action="store_true")
+    ap.add_argument("--no_onnx", action="store_true", help="skip the ONNX Runtime estimator's timing")
     ap.add_argument("--sweep", default="", help="first-chunk sizes for the streamed-vs-whole measurement")
     ap.add_argument("--sweep_seconds", type=float, default=6.0)
     args = ap.parse_args(argv)
@@ -136,6 +139,9 @@ def main(argv=None):
             print(f"fp32 {steps} ODE steps: flow {tf_s:.2f} s, RTF {(tf_s + th_s) / audio_s:.3f}; mel L1 vs 10 steps "
                   f"{(mel_s - mel32).abs().mean():.4f}, log-mel L1 of the audio {log_mel_l1(wav_s, wav32):.4f}")
 
+        if not args.no_onnx:
+            bench_onnx(t2w, tokens, audio_s, tf, mel32, args.threads)
+
         if not args.no_bf16:
             bench_bf16(t2w, cfg, tokens, audio_s, (flow_flops, hift_flops), whole_s, wav32, mel32)
 
@@ -158,6 +164,28 @@ def main(argv=None):
 
         if args.sweep:
             sweep(t2w, cfg, [int(x) for x in args.sweep.split(",")], args.sweep_seconds)
+
+
+def bench_onnx(t2w: Token2Wav, tokens, audio_s, flow32_s, mel32, threads):
+    """The fp32 flow with its estimator in ONNX Runtime (serve's default on the CPU) beside the torch one:
+    whole flow, then a stream's first packet and all packets, each backend timed back to back."""
+    start = time.perf_counter()
+    t2w.use_estimator("onnx", threads)
+    export_s = time.perf_counter() - start
+    t2w.synthesize(tokens[:50], noise=False)                              # warm-up
+    start = time.perf_counter()
+    mel = t2w.synthesize_mel(tokens, noise=False)
+    tf = time.perf_counter() - start
+    print(f"fp32 flow, ONNX Runtime estimator: {tf:.2f} s vs torch {flow32_s:.2f} s = {flow32_s / tf:.2f}x "
+          f"(export + session {export_s:.1f} s, once); mel max |diff| vs torch {(mel - mel32).abs().max():.2e} "
+          f"(mean |mel| {mel32.abs().mean():.3f})")
+    conf, n = StreamConfig(), min(len(tokens), 100)
+    for backend in ("torch", "onnx", "torch", "onnx"):   # interleaved: the machine's load moves
+        t2w.use_estimator(backend, threads)
+        first, total, _ = first_packet(t2w, tokens[:n], conf)
+        print(f"  stream of {n} tokens ({t2w.num_samples(n) / t2w.sample_rate:.2f} s of audio), {backend} estimator: "
+              f"first packet {first * 1e3:.0f} ms, all packets {total * 1e3:.0f} ms")
+    t2w.use_estimator("torch")
 
 
 def bench_bf16(t2w: Token2Wav, cfg, tokens, audio_s, flops, whole32_s, wav32, mel32):

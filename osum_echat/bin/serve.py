@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="niceness added to the token2wav process (> 0: the decode loop goes first on a busy CPU)")
     ap.add_argument("--token2wav_threads", type=int, default=None,
                     help="torch threads of the token2wav process (default: half of the server's, at least 1)")
+    ap.add_argument("--token2wav_estimator", default="auto", choices=["auto", "torch", "onnx"],
+                    help="backend of the flow's estimator, token2wav's heaviest part: onnx (ONNX Runtime, exported "
+                         "from the loaded weights at start; CPU, float32) or torch. auto: onnx for a float32 "
+                         "token2wav on the CPU, else torch")
     ap.add_argument("--speaker_prompt_wav", default=None, help="voice to speak with (token2wav front-end)")
     ap.add_argument("--voices_dir", default=None,
                     help="NAME.wav speaker prompts; a session picks one with session.audio.output.voice NAME")
@@ -132,11 +136,16 @@ def main(argv=None) -> int:
         from osum_echat.token2wav.worker import VoiceWorker
         try:
             pipe.voice_worker = VoiceWorker(args.token2wav_dir, device=pipe.token2wav.device, dtype=args.dtype,
-                                            nice=args.token2wav_nice, threads=args.token2wav_threads)
+                                            nice=args.token2wav_nice, threads=args.token2wav_threads,
+                                            estimator=args.token2wav_estimator)
             print(f"token2wav in its own process (pid {pipe.voice_worker.pid}, {pipe.voice_worker.threads} "
-                  "torch thread(s))", file=sys.stderr)
+                  f"thread(s), {pipe.voice_worker.estimator} estimator)", file=sys.stderr)
         except (ValueError, RuntimeError) as e:
             fail(str(e))
+    else:
+        from osum_echat.token2wav.onnx_estimator import resolve_backend
+        t2w = pipe.token2wav
+        t2w.use_estimator(resolve_backend(args.token2wav_estimator, t2w.device, t2w.flow.dtype))
     app = create_app(Engine(pipe, args.voices_dir), settings_from_args(args))
     print(f"serving {args.model_name} on http://{args.host}:{args.port} (WebSocket /v1/realtime, REST /v1)",
           file=sys.stderr, flush=True)

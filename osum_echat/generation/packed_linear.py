@@ -104,15 +104,23 @@ def _wanted(mode: str, need: int) -> bool:
     return False
 
 
+def eligible_linears(modules) -> list:
+    """The nn.Linear layers under `modules` that packing would apply to (tied ones once). A caller that
+    enters packed_linears at every decode step computes this once: walking a model's modules costs
+    about as much as a tiny model's step."""
+    return list(dict.fromkeys(m for root in modules for m in root.modules() if _eligible(m)))
+
+
 @contextlib.contextmanager
-def packed_linears(modules, mode: str = "auto", batch_size: int = 4):
-    """Within the block, every eligible nn.Linear under `modules` multiplies MIN_ROWS..32 rows with
-    its oneDNN-packed weight (made on first use, kept while the module lives); restored on exit.
-    Nothing is packed for batches that never reach MIN_ROWS rows, or with mode "off"."""
+def packed_linears(modules, mode: str = "auto", batch_size: int = 4, linears: Optional[list] = None):
+    """Within the block, every eligible nn.Linear under `modules` (or of `linears`, from
+    eligible_linears) multiplies MIN_ROWS..32 rows with its oneDNN-packed weight (made on first use,
+    kept while the module lives); restored on exit. Nothing is packed for batches that never reach
+    MIN_ROWS rows, or with mode "off"."""
     if mode not in MODES:
         raise ValueError(f"packed_weights {mode!r}: expected one of {MODES}")
-    linears = [m for root in modules for m in root.modules() if _eligible(m) and "forward" not in m.__dict__]
-    linears = [m for m in dict.fromkeys(linears) if batch_size >= MIN_ROWS[m.weight.dtype]]  # tied: once
+    linears = eligible_linears(modules) if linears is None else linears
+    linears = [m for m in linears if batch_size >= MIN_ROWS[m.weight.dtype] and "forward" not in m.__dict__]
     if mode == "off" or not linears or not supported() \
             or not _wanted(mode, packed_bytes_missing(linears)):
         yield []

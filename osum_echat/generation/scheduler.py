@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import torch
 
 from osum_echat.generation.decode import Decoder, hypothesis
-from osum_echat.generation.packed_linear import MODES as PACK_MODES, packed_linears
+from osum_echat.generation.packed_linear import MODES as PACK_MODES, eligible_linears, packed_linears
 from osum_echat.generation.stepper import DecodeBatch
 from osum_echat.utils import get_logger
 
@@ -71,6 +71,7 @@ class Scheduler:
         self.rows_maker = Decoder(model)  # rows and hypotheses as the offline decoder makes them
         self.vocab = self.rows_maker.vocab
         self.packed_weights, self.max_rows = packed_weights, max_rows
+        self._linears: Optional[list] = None  # packing candidates, found at the first step
         self._lock = threading.Condition()
         self._pending: list = []
         self._active: list = []  # tickets of the rows in the running batch, in row order
@@ -203,8 +204,9 @@ class Scheduler:
         model = self.model
         with self._lock:
             tickets = list(self._active)
-        with packed_linears([model.base_llm().model, model.lm_head, model.speech_head], self.packed_weights,
-                            len(batch.rows)):
+        if self._linears is None:  # once: the walk over the model's modules costs about a tiny step
+            self._linears = eligible_linears([model.base_llm().model, model.lm_head, model.speech_head])
+        with packed_linears((), self.packed_weights, len(batch.rows), self._linears):
             out = batch.step()
         self.steps += 1
         self.tokens_out += len(out)

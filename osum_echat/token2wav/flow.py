@@ -54,6 +54,8 @@ class ConditionalCFM(nn.Module):
         self.cfm = cfm
         self.mel_dim = mel_dim
         self.estimator = estimator
+        # set by Token2Wav.use_estimator("onnx"): a plain attribute, so flow.pt's keys are unchanged
+        self.runner = None
 
     def t_span(self, n_timesteps: int, like: torch.Tensor) -> torch.Tensor:
         t = torch.linspace(0, 1, n_timesteps + 1, device=like.device, dtype=like.dtype)
@@ -70,7 +72,8 @@ class ConditionalCFM(nn.Module):
 
         The ODE state and the schedule stay float32; a bf16 estimator only sees its inputs cast."""
         z, mu, spks, cond = z.float(), mu.float(), spks.float(), cond.float()
-        est_dtype = next(self.estimator.parameters()).dtype
+        estimator = self.runner or self.estimator
+        est_dtype = self.runner.dtype if self.runner else next(self.estimator.parameters()).dtype
         t_span = self.t_span(n_timesteps, mu)
         rate = self.cfm.inference_cfg_rate
         x, t, dt = z, t_span[0], t_span[1] - t_span[0]
@@ -80,7 +83,7 @@ class ConditionalCFM(nn.Module):
         spks_in = torch.cat([spks, torch.zeros_like(spks)]).to(est_dtype)
         cond_in = torch.cat([cond, torch.zeros_like(cond)]).to(est_dtype)
         for step in range(1, len(t_span)):
-            v = self.estimator(x.repeat(2, 1, 1).to(est_dtype), None, mu_in, t.expand(2 * b).to(est_dtype),
+            v = estimator(x.repeat(2, 1, 1).to(est_dtype), None, mu_in, t.expand(2 * b).to(est_dtype),
                                spks_in, cond_in).float()
             v_cond, v_uncond = v[:b], v[b:]
             x = x + dt * ((1.0 + rate) * v_cond - rate * v_uncond)

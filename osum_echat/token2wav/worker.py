@@ -30,6 +30,7 @@ import os
 import threading
 from typing import Optional
 
+from osum_echat.token2wav.onnx_estimator import resolve_backend
 from osum_echat.token2wav.streaming import StreamConfig, window_ends
 from osum_echat.utils import get_logger
 
@@ -99,12 +100,13 @@ class RemoteVoice:
 
 class VoiceWorker:
     def __init__(self, model_dir, device="cpu", dtype: str = "float32", nice: int = 0,
-                 threads: Optional[int] = None, start_timeout: float = START_TIMEOUT_S):
+                 threads: Optional[int] = None, start_timeout: float = START_TIMEOUT_S, estimator: str = "auto"):
         """Starts the process and waits until it has loaded `model_dir` (ValueError if it cannot).
         `nice`: added to the worker's scheduling niceness (> 0: the LLM's process goes first);
         `threads`: its torch threads (default: half of this process's, at least 1 - the two
-        processes share the cores)."""
+        processes share the cores); `estimator`: the flow estimator's backend (onnx_estimator.py)."""
         self.model_dir, self.device, self.dtype, self.nice = str(model_dir), str(device), dtype, nice
+        self.estimator = resolve_backend(estimator, device, dtype)
         self.threads = threads or default_threads()
         self.start_timeout = start_timeout
         self._lock = threading.Lock()  # the pipe's sending end, the stream table, (re)starting
@@ -150,7 +152,7 @@ class VoiceWorker:
         ctx = mp.get_context("spawn")  # fork would copy a process whose torch threads are running
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker_main, args=(child, self.model_dir, self.device, self.dtype, self.nice,
-                                                         self.threads),
+                                                         self.threads, self.estimator),
                            name="osum-token2wav-worker", daemon=True)
         proc.start()
         child.close()
@@ -168,7 +170,7 @@ class VoiceWorker:
         if kind != "ready":
             proc.join(CLOSE_TIMEOUT_S)
             raise ValueError(value)
-        (self.sample_rate, conf), self._conn, self._proc = value, parent, proc
+        (self.sample_rate, conf, self.estimator), self._conn, self._proc = value, parent, proc
         self.stream_config = StreamConfig(**conf)
         self.restarts += 1
         threading.Thread(target=self._read, args=(parent, proc), name="osum-voice-reader", daemon=True).start()
@@ -253,7 +255,8 @@ def default_threads() -> int:
     return max(1, torch.get_num_threads() // 2)
 
 
-def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, threads: int) -> None:
+def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, threads: int,
+                estimator: str = "torch") -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -278,12 +281,14 @@ def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, thread
             from osum_echat.train.devices import device_type
             device_type("npu")
         t2w = Token2Wav.from_dir(model_dir, device=device, dtype=getattr(torch, dtype))
+        t2w.use_estimator(estimator, threads)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which fails with it
         send(("fatal", f"token2wav worker: {type(e).__name__}: {e}"))
         return
     batcher = SolveBatcher(t2w)
     voices: dict = {}
-    send(("ready", (t2w.sample_rate, dataclasses.asdict(StreamConfig()))))
+    backend = "onnx" if t2w.flow.decoder.runner is not None else "torch"
+    send(("ready", (t2w.sample_rate, dataclasses.asdict(StreamConfig()), backend)))
     while True:
         try:
             msg = conn.recv()

@@ -56,6 +56,24 @@ def test_only_4_to_32_float32_rows_of_big_cpu_weights_take_the_packed_path(monke
             assert patched == [half]
 
 
+def test_a_list_found_once_packs_what_the_walk_finds(monkeypatch):
+    """The scheduler finds the candidates once (eligible_linears) instead of walking the model each step."""
+    monkeypatch.setattr(pl, "MIN_NUMEL", 64 * 1000)
+    big, small, half = nn.Linear(64, 1024), nn.Linear(64, 32), nn.Linear(64, 1024).to(torch.bfloat16)
+    model = nn.ModuleList([big, small, nn.Sequential(half), big])
+    found = pl.eligible_linears([model])
+    assert found == [big, half]
+    for rows in (1, 3, 4):
+        with torch.no_grad(), pl.packed_linears([model], "on", rows) as walked:
+            walked = list(walked)
+        with torch.no_grad(), pl.packed_linears((), "on", rows, found) as listed:
+            assert listed == walked and all("forward" in m.__dict__ for m in listed)
+            assert torch.allclose(big(torch.ones(rows, 64)), F.linear(torch.ones(rows, 64), big.weight, big.bias),
+                                  atol=1e-4)
+        assert "forward" not in big.__dict__ and "forward" not in half.__dict__
+    assert walked == [big, half]
+
+
 def _spy(log, fn):
     return lambda x, *a: log.append(x.numel() // x.shape[-1]) or fn(x, *a)
 

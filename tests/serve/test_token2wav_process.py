@@ -35,7 +35,7 @@ def test_token2wav_process_speaks_and_does_not_outlive_a_killed_server(tiny_chec
                                    "--api_key", API_KEY, "--max_speech_tokens", "30"])
     try:
         speak(base_url)
-        m = re.search(r"token2wav in its own process \(pid (\d+), 1 torch thread", server_log(proc))
+        m = re.search(r"token2wav in its own process \(pid (\d+), 1 thread\(s\), onnx estimator\)", server_log(proc))
         assert m, server_log(proc)
         worker = int(m.group(1))
         assert alive(worker)
