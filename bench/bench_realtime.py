@@ -13,8 +13,10 @@ clients speak espeak-ng questions as PCM16 at 24 kHz and time every server event
   barge   server VAD; once the answer's audio flows the client speaks again: speech_started -> the
           last audio delta of the interrupted answer
 Prints one line per turn, p50/p90 per measure, the aggregate decode tokens/s (ids the server's shared
-decode loop produced over the seconds it spent prefilling and stepping, from its /metrics), the
-end-to-end output tokens/s (over the time at least one response was running, token2wav included)
+decode loop produced for all sessions, from its /metrics, over the run's wall time), the loop's own
+rate over the seconds it spent prefilling and stepping, the CPU the server, its token2wav process and
+the clients used (cores, ms per answer: with it, the most the 4-session ratio can be on this machine),
+the end-to-end output tokens/s (over the time at least one response was running, token2wav included)
 and the issue's targets as PASS/FAIL lines.
 --load: 8 sessions x 10 turns, bounded by --load_timeout: every turn answered or errored, server RSS
 after the run within 10% of after a warm-up of the same load, no traceback in the server log.
@@ -43,6 +45,7 @@ from realtime_client import (RATE, SENTENCES, Client, Server, Turn, chunks, fini
 
 CHUNK_S = 0.04
 LEAD_S = 0.3  # silence before each question (the interruption of a barge turn starts without it)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()  # this machine's
 VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500,
        "create_response": True, "interrupt_response": True}
 
@@ -190,6 +193,13 @@ async def run(url, args, extra, n_sessions, n_turns, mode, questions) -> tuple:
     return out, time.perf_counter() - start
 
 
+def cpu_seconds(server) -> dict | None:
+    """CPU seconds so far of the server, its token2wav process and this process's clients (None for --url)."""
+    if server is None:
+        return None
+    return {**server.cpu_seconds(), "clients": time.process_time()}
+
+
 def decoder_counters(url: str, api_key: str) -> dict:
     """The server's decode-loop counters from /metrics: {"tokens": ids decoded, "busy": seconds}."""
     u = urllib.parse.urlsplit(url)
@@ -287,6 +297,11 @@ def targets(res: dict) -> bool:
         ok &= check("4 sessions: aggregate decode tokens/s >= 2.5x one session", r >= 2.5,
                     f"{d4 or 0:.1f} vs {d1 or 0:.1f} ids/s (all sessions' ids over the run's wall time), "
                     f"ratio {r:.2f}")
+        if one.get("cores") and four.get("cpu_per_id"):
+            bound = CORES / one["cores"] * one["cpu_per_id"] / four["cpu_per_id"]
+            print(f"info 4 sessions: the most that ratio can be on this machine: {CORES} cores / "
+                  f"{one['cores']:.2f} used at 1 session x CPU per id at 1 / at 4 sessions "
+                  f"({one['cpu_per_id'] * 1e3:.2f} / {four['cpu_per_id'] * 1e3:.2f} ms) = {bound:.2f}")
         d1, d4 = one.get("decode_tok_s"), four.get("decode_tok_s")
         r = d4 / d1 if d1 and d4 else float("nan")
         print(f"info 4 sessions: decode-loop rate (ids per second the loop was busy) {d4 or 0:.1f} vs "
@@ -357,7 +372,9 @@ async def main_async(args) -> int:
                 turns_each = args.barge_turns if mode == "barge" else args.turns
                 print(f"== {mode}, {n} session(s) x {turns_each} turns", flush=True)
                 before = decoder_counters(url, args.api_key)
+                cpu_before = cpu_seconds(server)
                 turns, wall = await run(url, args, extra, n, turns_each, mode, questions)
+                cpu_after = cpu_seconds(server)
                 after = decoder_counters(url, args.api_key)
                 res[f"{mode} x{n}"] = s = summary(f"{mode} x{n}", [t for t in turns if t.mode == mode])
                 busy = after["busy"] - before["busy"]
@@ -373,6 +390,13 @@ async def main_async(args) -> int:
                 if d["solves"]:
                     print(f"  token2wav: {d['windows']:.0f} windows in {d['solves']:.0f} ODE solves "
                           f"({d['windows'] / d['solves']:.2f} per solve)")
+                if cpu_after:
+                    cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+                    total = sum(cpu.values())
+                    s["cores"], s["cpu_per_id"] = total / wall, total / max(d["tokens"], 1)
+                    print(f"  CPU: server {cpu['server']:.2f} s + token2wav process {cpu['children']:.2f} s + clients "
+                          f"{cpu['clients']:.2f} s in the run's {wall:.2f} s = {s['cores']:.2f} of {CORES} cores; "
+                          f"{1000 * total / max(len(turns), 1):.0f} ms per answer")
                 if mode == "barge":
                     follow = [t for t in turns if t.mode == "vad"]
                     if follow:

@@ -218,22 +218,39 @@ class Server:
                 time.sleep(0.5)
         self.url = f"ws://127.0.0.1:{self.port}/v1/realtime?model=osum-echat"
 
-    def rss_mb(self) -> float:
-        """Resident memory of the server and its children (the token2wav process), MB."""
-        total, pids = 0.0, [self.proc.pid]
+    def pids(self) -> list:
+        """The server and its children (the token2wav process)."""
+        pids = [self.proc.pid]
         for entry in Path("/proc").iterdir():
             try:
                 if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == self.proc.pid:
                     pids.append(int(entry.name))
             except (OSError, IndexError, ValueError):
                 pass
-        for pid in pids:
+        return pids
+
+    def rss_mb(self) -> float:
+        """Resident memory of the server and its children (the token2wav process), MB."""
+        total = 0.0
+        for pid in self.pids():
             try:
                 with open(f"/proc/{pid}/status") as f:
                     total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
             except (OSError, StopIteration):
                 pass
         return total if total else float("nan")
+
+    def cpu_seconds(self) -> dict:
+        """CPU time (user + system) so far: {"server": its own, "children": the token2wav process's}."""
+        tick = os.sysconf("SC_CLK_TCK")
+        out = {"server": 0.0, "children": 0.0}
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out["server" if pid == self.proc.pid else "children"] += (int(fields[11]) + int(fields[12])) / tick
+        return out
 
     def log_text(self) -> str:
         self.log.flush()
