@@ -143,9 +143,11 @@ def main(argv=None) -> int:
         except (ValueError, RuntimeError) as e:
             fail(str(e))
     else:
-        from osum_echat.token2wav.onnx_estimator import resolve_backend
-        t2w = pipe.token2wav
-        t2w.use_estimator(resolve_backend(args.token2wav_estimator, t2w.device, t2w.flow.dtype))
+        try:
+            backend = pipe.token2wav.use_estimator(args.token2wav_estimator)
+        except (ValueError, RuntimeError, ImportError) as e:
+            fail(f"--token2wav_estimator {args.token2wav_estimator}: {e}")
+        print(f"token2wav in the server process ({backend} estimator)", file=sys.stderr)
     app = create_app(Engine(pipe, args.voices_dir), settings_from_args(args))
     print(f"serving {args.model_name} on http://{args.host}:{args.port} (WebSocket /v1/realtime, REST /v1)",
           file=sys.stderr, flush=True)

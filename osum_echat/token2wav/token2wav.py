@@ -20,7 +20,9 @@ from osum_echat.token2wav.config import (Token2WavConfig, key_mismatch, load_con
 from osum_echat.token2wav.flow import MaskedDiffWithXvec
 from osum_echat.token2wav.frontend import check_token_range
 from osum_echat.token2wav.hift import HiFTGenerator, HiFTKeyError, fold_hift_state_dict
+from osum_echat.utils import get_logger
 
+log = get_logger(__name__)
 CONFIG_FILE, FLOW_FILE, HIFT_FILE = "cosyvoice.yaml", "flow.pt", "hift.pt"
 MAX_PROMPT_SECONDS = 30
 
@@ -114,16 +116,30 @@ class Token2Wav:
     def load_config(cls, model_dir) -> Token2WavConfig:
         return load_config(Path(model_dir) / CONFIG_FILE)
 
-    def use_estimator(self, backend: str = "torch", threads: int | None = None) -> None:
+    def use_estimator(self, backend: str = "torch", threads: int | None = None) -> str:
         """Run the flow's estimator in PyTorch ("torch", the default) or ONNX Runtime ("onnx": CPU, float32;
-        ~2-3x faster per pass on small models, see onnx_estimator.py)."""
-        from osum_echat.token2wav.onnx_estimator import ESTIMATOR_BACKENDS, OnnxEstimator
-        if backend not in ESTIMATOR_BACKENDS:
-            raise ValueError(f"estimator backend {backend!r}: choose one of {', '.join(ESTIMATOR_BACKENDS)}")
-        if backend == "onnx" and self.device.type != "cpu":
+        1.5-3x faster per pass, see onnx_estimator.py); "auto" is onnx where it applies (a float32 flow on the
+        CPU) and falls back to torch, with a warning, if the export or the runtime fails. Returns the backend
+        now in use."""
+        from osum_echat.token2wav.onnx_estimator import ESTIMATOR_CHOICES, OnnxEstimator, resolve_backend
+        if backend not in ESTIMATOR_CHOICES:
+            raise ValueError(f"estimator backend {backend!r}: choose one of {', '.join(ESTIMATOR_CHOICES)}")
+        chosen = resolve_backend(backend, self.device, self.flow.dtype)
+        if chosen == "onnx" and self.device.type != "cpu":
             raise ValueError(f"the ONNX estimator runs on the CPU; token2wav is on {self.device} "
                              "(use the torch estimator there)")
-        self.flow.decoder.runner = OnnxEstimator(self.flow.decoder.estimator, threads) if backend == "onnx" else None
+        runner = None
+        if chosen == "onnx":
+            try:
+                runner = OnnxEstimator(self.flow.decoder.estimator, threads)
+            except Exception as e:  # noqa: BLE001 - any exporter/runtime failure; "onnx" asked for it explicitly
+                if backend != "auto":
+                    raise
+                log.warning("token2wav: the ONNX estimator is not available (%s: %s); using the torch one",
+                            type(e).__name__, e)
+                chosen = "torch"
+        self.flow.decoder.runner = runner
+        return chosen
 
     # --- properties ----------------------------------------------------------------------------------
     @property

@@ -30,7 +30,6 @@ import os
 import threading
 from typing import Optional
 
-from osum_echat.token2wav.onnx_estimator import resolve_backend
 from osum_echat.token2wav.streaming import StreamConfig, window_ends
 from osum_echat.utils import get_logger
 
@@ -106,7 +105,8 @@ class VoiceWorker:
         `threads`: its torch threads (default: half of this process's, at least 1 - the two
         processes share the cores); `estimator`: the flow estimator's backend (onnx_estimator.py)."""
         self.model_dir, self.device, self.dtype, self.nice = str(model_dir), str(device), dtype, nice
-        self.estimator = resolve_backend(estimator, device, dtype)
+        self.estimator_choice = estimator
+        self.estimator: Optional[str] = None  # the backend the process loaded, from its "ready" message
         self.threads = threads or default_threads()
         self.start_timeout = start_timeout
         self._lock = threading.Lock()  # the pipe's sending end, the stream table, (re)starting
@@ -152,7 +152,7 @@ class VoiceWorker:
         ctx = mp.get_context("spawn")  # fork would copy a process whose torch threads are running
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=worker_main, args=(child, self.model_dir, self.device, self.dtype, self.nice,
-                                                         self.threads, self.estimator),
+                                                         self.threads, self.estimator_choice),
                            name="osum-token2wav-worker", daemon=True)
         proc.start()
         child.close()
@@ -256,7 +256,7 @@ def default_threads() -> int:
 
 
 def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, threads: int,
-                estimator: str = "torch") -> None:
+                estimator: str = "auto") -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -281,13 +281,12 @@ def worker_main(conn, model_dir: str, device: str, dtype: str, nice: int, thread
             from osum_echat.train.devices import device_type
             device_type("npu")
         t2w = Token2Wav.from_dir(model_dir, device=device, dtype=getattr(torch, dtype))
-        t2w.use_estimator(estimator, threads)
+        backend = t2w.use_estimator(estimator, threads)
     except Exception as e:  # noqa: BLE001 - reported to the parent, which fails with it
         send(("fatal", f"token2wav worker: {type(e).__name__}: {e}"))
         return
     batcher = SolveBatcher(t2w)
     voices: dict = {}
-    backend = "onnx" if t2w.flow.decoder.runner is not None else "torch"
     send(("ready", (t2w.sample_rate, dataclasses.asdict(StreamConfig()), backend)))
     while True:
         try:

@@ -56,6 +56,7 @@ def test_token2wav_in_threads_of_the_server(tiny_checkpoints, tiny_token2wav):
     try:
         speak(base_url)
         assert "own process" not in server_log(proc)
+        assert "token2wav in the server process (onnx estimator)" in server_log(proc)
     finally:
         stop_server(proc)
     assert "Traceback" not in server_log(proc)

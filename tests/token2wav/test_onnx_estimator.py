@@ -58,12 +58,37 @@ def test_whole_render_and_stream_match_torch(pair):
 def test_switching_back_to_torch_and_the_state_dict_is_unchanged(tiny_dir):
     t2w = Token2Wav.from_dir(tiny_dir)
     keys = set(t2w.flow.state_dict())
-    t2w.use_estimator("onnx")
+    assert t2w.use_estimator("auto") == "onnx"
     assert set(t2w.flow.state_dict()) == keys   # the runner is not a submodule: flow.pt still round-trips
-    t2w.use_estimator("torch")
+    assert t2w.use_estimator("torch") == "torch"
     assert t2w.flow.decoder.runner is None
-    with pytest.raises(ValueError, match="choose one of torch, onnx"):
+    with pytest.raises(ValueError, match="choose one of auto, torch, onnx"):
         t2w.use_estimator("tensorrt")
+
+
+def test_auto_falls_back_to_torch_when_the_export_fails_and_onnx_does_not(tiny_dir, monkeypatch):
+    import logging
+
+    from osum_echat.token2wav import onnx_estimator
+
+    def broken(*a, **k):
+        raise RuntimeError("exporter: unsupported operator")
+    monkeypatch.setattr(onnx_estimator, "OnnxEstimator", broken)
+    records = []
+    handler = logging.Handler(level=logging.WARNING)
+    handler.emit = records.append
+    logger = logging.getLogger("osum_echat.token2wav.token2wav")
+    logger.addHandler(handler)
+    try:
+        t2w = Token2Wav.from_dir(tiny_dir)
+        assert t2w.use_estimator("auto") == "torch" and t2w.flow.decoder.runner is None
+        assert len(records) == 1 and "unsupported operator" in records[0].getMessage()
+        assert "using the torch one" in records[0].getMessage()
+        with pytest.raises(RuntimeError, match="unsupported operator"):
+            t2w.use_estimator("onnx")
+    finally:
+        logger.removeHandler(handler)
+    assert t2w.synthesize(ids(20), noise=False).abs().max() > 0   # still renders, with torch
 
 
 def test_refuses_what_it_cannot_run(tiny_dir):
@@ -94,7 +119,7 @@ def test_the_worker_process_runs_the_chosen_estimator(tiny_dir):
     local = Token2Wav.from_dir(tiny_dir)
     want = np.concatenate([c.numpy() for c in local.stream(iter(codes), noise=False)])
     for choice, expect in (("auto", "onnx"), ("torch", "torch")):
-        worker = VoiceWorker(tiny_dir, threads=1, estimator=choice)
+        worker = VoiceWorker(tiny_dir, threads=1, estimator=choice)  # resolved in the worker process
         try:
             assert worker.estimator == expect  # as the worker process reported it in "ready"
             events = queue.Queue()
