@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--token2wav_estimator", default="auto", choices=["auto", "torch", "onnx"],
                     help="backend of the flow's estimator, token2wav's heaviest part: onnx (ONNX Runtime, exported "
                          "from the loaded weights at start; CPU, float32) or torch. auto: onnx for a float32 "
-                         "token2wav on the CPU, else torch")
+                         "token2wav on the CPU (torch, with a warning, if the export fails), else torch")
     ap.add_argument("--speaker_prompt_wav", default=None, help="voice to speak with (token2wav front-end)")
     ap.add_argument("--voices_dir", default=None,
                     help="NAME.wav speaker prompts; a session picks one with session.audio.output.voice NAME")

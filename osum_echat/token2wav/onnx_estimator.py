@@ -1,8 +1,8 @@
 """The flow's velocity estimator run by ONNX Runtime on the CPU.
 
 The estimator is the heavy part of token2wav (10 Euler steps x one U-Net pass over 2 rows per window).
-Eager PyTorch spends most of a small model's pass dispatching ops one at a time; ONNX Runtime runs the
-same graph ~2-3x faster on one CPU core (bench/bench_token2wav.py --estimator). Upstream CosyVoice has the
+Eager PyTorch spends much of a pass dispatching ops one at a time; ONNX Runtime runs the same graph
+1.5-1.9x faster at full size and 2-3x on the tiny model (bench/bench_token2wav.py prints both). Upstream CosyVoice has the
 same option (an exported `flow.decoder.estimator.fp32.onnx`, loaded with `load_onnx=True`); here the graph
 is exported from the loaded weights when the backend is chosen, in memory, so no file is written or read.
 
@@ -62,7 +62,7 @@ def export_estimator(estimator: nn.Module) -> bytes:
     # group_norm's "one value per channel" check is traced as a constant: true for any real input
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(_Unmasked(estimator).eval().cpu(), ex, buf, input_names=list(INPUTS),
+        torch.onnx.export(_Unmasked(estimator).eval(), ex, buf, input_names=list(INPUTS),
                           output_names=["v"], dynamic_axes=axes, opset_version=18, dynamo=False)
     return buf.getvalue()
 

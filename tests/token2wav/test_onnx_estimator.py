@@ -3,16 +3,13 @@ import numpy as np
 import pytest
 import torch
 
-from osum_echat.bin import token2wav as cli
 from osum_echat.token2wav import Token2Wav
 from osum_echat.token2wav.onnx_estimator import OnnxEstimator, resolve_backend
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tiny_t2w_onnx")
-    assert cli.main(["make-tiny", str(out)]) == 0
-    return out
+def tiny_dir(tiny_token2wav):
+    return tiny_token2wav   # conftest's random token2wav directory (make-tiny), only read here
 
 
 @pytest.fixture(scope="module")
